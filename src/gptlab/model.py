@@ -1,0 +1,254 @@
+"""A GPT language model in plain PyTorch, read top to bottom: config, attention, MLP, block, GPT.
+
+Knows nothing of Lightning, Hydra or logging:
+
+    from gptlab.model import GPT, GPTConfig
+    model = GPT(GPTConfig(n_layer=4, n_head=4, n_embd=256))
+    logits, _ = model(idx)
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+from gptlab.loss import IGNORE_INDEX, chunked_nll, fused_linear_cross_entropy
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 50257  # GPT-2 BPE
+    block_size: int = 256  # longest context the model sees
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 256
+    dropout: float = 0.0
+    bias: bool = True  # biases in Linear and LayerNorm layers, as GPT-2
+    tie_weights: bool = True  # share the token embedding with the output layer (full head only)
+    head: str = "full"  # "full": one softmax over the vocabulary; "adaptive": an adaptive softmax, see GPT
+    adaptive_cutoffs: tuple = (2000, 10000)  # adaptive head: token ranks where the frequency clusters start
+    adaptive_div: float = 4.0  # adaptive head: each cluster is this many times narrower than the last
+    init_std: float = 0.02
+    loss_chunk: int = 1024  # rows of logits computed at once by the fused loss
+
+    def __post_init__(self):
+        for key in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "loss_chunk"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"model.{key} must be a positive integer, got {value!r}")
+        if self.n_embd % self.n_head != 0:
+            raise ValueError(
+                f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})"
+            )
+        if self.head not in ("full", "adaptive"):
+            raise ValueError(f"model.head must be 'full' or 'adaptive', got {self.head!r}")
+        cut = list(self.adaptive_cutoffs)
+        if self.head == "adaptive" and (cut != sorted(set(cut)) or not 0 < cut[0] or cut[-1] >= self.vocab_size):
+            raise ValueError(f"model.adaptive_cutoffs must increase within (0, vocab_size), got {cut}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout!r}")
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.n_head = config.n_head
+        self.dropout = config.dropout
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v in one matmul
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x, kv_cache=None):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        if kv_cache is not None:
+            k, v = kv_cache.update(k, v)
+        # With a cache, the T new queries sit at the end of the sequence: a plain causal mask would be wrong
+        # unless T == 1 (one new token sees everything) or the cache was empty.
+        is_causal = kv_cache is None or k.size(2) == T
+        if is_causal or T == 1:
+            y = F.scaled_dot_product_attention(
+                q, k, v, is_causal=is_causal, dropout_p=self.dropout if self.training else 0.0
+            )
+        else:
+            offset = k.size(2) - T
+            mask = torch.ones(T, k.size(2), dtype=torch.bool, device=x.device).tril(diagonal=offset)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x, kv_cache=None):
+        x = x + self.attn(self.ln_1(x), kv_cache)
+        return x + self.mlp(self.ln_2(x))
+
+
+class KVCache:
+    """Keys and values of the tokens seen so far, one per layer, for incremental decoding."""
+
+    def __init__(self):
+        self.k = self.v = None
+
+    def update(self, k, v):
+        self.k = k if self.k is None else torch.cat([self.k, k], dim=2)
+        self.v = v if self.v is None else torch.cat([self.v, v], dim=2)
+        return self.k, self.v
+
+    def __len__(self):
+        return 0 if self.k is None else self.k.size(2)
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(config.vocab_size, config.n_embd),
+                wpe=nn.Embedding(config.block_size, config.n_embd),
+                drop=nn.Dropout(config.dropout),
+                h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+                ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+            )
+        )
+        if config.head == "adaptive":
+            # Adaptive softmax (Grave et al., 2017): the most frequent tokens get a full-width softmax, rarer ones
+            # share narrower ones behind a cluster token. With a 50k vocabulary and a small model it does the
+            # output layer's work at a fraction of the cost, and still gives a normalised distribution over every
+            # token. Tokens are ranked by training-set frequency (vocab_rank, set by set_vocab_order) so that the
+            # clusters really hold frequent and rare tokens.
+            self.lm_head = nn.AdaptiveLogSoftmaxWithLoss(
+                config.n_embd, config.vocab_size, list(config.adaptive_cutoffs), div_value=config.adaptive_div
+            )
+            self.register_buffer("vocab_rank", torch.arange(config.vocab_size))
+        else:
+            self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tie_weights and config.head == "full":
+            # One matrix both reads and writes tokens: fewer parameters and, at small scale, a better model.
+            self.lm_head.weight = self.transformer.wte.weight
+        self.apply(self._init_weights)
+        # GPT-2: each residual projection adds to the stream, so scale it down by the number of additions.
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=config.init_std / math.sqrt(2 * config.n_layer))
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=self.config.init_std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=self.config.init_std)
+
+    def num_params(self, non_embedding=False):
+        """Parameters counted once (tied weights once); non_embedding leaves out the position embeddings."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.transformer.wpe.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len=None):
+        """Training FLOPs per token (forward + backward): 6 per matmul weight plus attention's 12·L·T·d
+        (PaLM, appendix B). Matmul weights are the blocks' Linear layers and the output layer."""
+        c = self.config
+        T = seq_len or c.block_size
+        # the adaptive head counts every output weight once: an upper bound, its tails run only for their tokens
+        head = c.vocab_size * c.n_embd if c.head == "full" else sum(p.numel() for p in self.lm_head.parameters())
+        matmul_weights = c.n_layer * 12 * c.n_embd**2 + head
+        return 6 * matmul_weights + 12 * c.n_layer * T * c.n_embd
+
+    def hidden_states(self, idx, kv_caches=None):
+        """Final normalised hidden states (B, T, n_embd), before the output layer."""
+        B, T = idx.size()
+        start = len(kv_caches[0]) if kv_caches else 0
+        if start + T > self.config.block_size:
+            raise ValueError(f"sequence of {start + T} tokens exceeds block_size {self.config.block_size}")
+        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, kv_caches[i] if kv_caches else None)
+        return self.transformer.ln_f(x)
+
+    @torch.no_grad()
+    def set_vocab_order(self, counts):
+        """Adaptive head: rank token ids by how often they occur (counts: one per token id, from training data)."""
+        order = torch.argsort(torch.as_tensor(counts, device=self.vocab_rank.device), descending=True, stable=True)
+        self.vocab_rank[order] = torch.arange(len(order), device=order.device)
+
+    def logits(self, h):
+        """Output scores over the vocabulary, in token-id order (log-probabilities for the adaptive head)."""
+        if self.config.head == "full":
+            return self.lm_head(h)
+        return self.lm_head.log_prob(h.flatten(0, -2))[:, self.vocab_rank].view(*h.shape[:-1], -1)
+
+    def forward(self, idx, targets=None):
+        """Returns (logits, loss). With targets, the mean cross-entropy over targets != IGNORE_INDEX is computed
+        without the (B, T, vocab) logits ever existing at once, and logits is None."""
+        h = self.hidden_states(idx)
+        if targets is None:
+            return self.logits(h), None
+        h, targets = h.flatten(0, 1), targets.flatten()
+        if self.config.head == "full":
+            return None, fused_linear_cross_entropy(h, self.lm_head.weight, targets, self.config.loss_chunk)
+        keep = targets != IGNORE_INDEX
+        return None, self.lm_head(h[keep], self.vocab_rank[targets[keep]]).loss
+
+    @torch.no_grad()
+    def score(self, idx, targets):
+        """Summed NLL, number of scored targets (!= IGNORE_INDEX) and top-1 predictions, for evaluation."""
+        h, targets = self.hidden_states(idx).flatten(0, 1), targets.flatten()
+        if self.config.head == "full":
+            return chunked_nll(h, self.lm_head.weight, targets, self.config.loss_chunk)
+        keep = targets != IGNORE_INDEX
+        target_logp = self.lm_head(h[keep], self.vocab_rank[targets[keep]]).output
+        preds = torch.argsort(self.vocab_rank)[self.lm_head.predict(h)]  # ranks back to token ids
+        return -target_logp.sum(dtype=torch.float64), keep.sum(), preds
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
+        """Greedy (temperature 0) or sampled continuation of idx (B, T), using a KV cache."""
+        caches = [KVCache() for _ in self.transformer.h]
+        x = idx[:, -self.config.block_size :]
+        for _ in range(max_new_tokens):
+            if len(caches[0]) + x.size(1) > self.config.block_size:  # context full: start again from the tail
+                caches = [KVCache() for _ in self.transformer.h]
+                x = idx[:, -self.config.block_size :]
+            logits = self.logits(self.hidden_states(x, caches)[:, -1, :]).float()
+            if temperature == 0:
+                nxt = logits.argmax(dim=-1, keepdim=True)
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+                    logits[logits < v[:, [-1]]] = -float("inf")
+                nxt = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
+            idx = torch.cat((idx, nxt), dim=1)
+            x = nxt
+        return idx
+
+
+__all__ = ["GPT", "GPTConfig", "KVCache", "IGNORE_INDEX"]

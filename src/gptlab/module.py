@@ -1,0 +1,137 @@
+"""GPTLitModule: the GPT of model.py trained, validated and tested by Lightning."""
+
+import dataclasses
+
+import lightning as L
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torchmetrics import SumMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from gptlab.loss import IGNORE_INDEX
+from gptlab.metrics import lm_metrics
+from gptlab.model import GPT, GPTConfig
+
+
+def _plain(cfg):
+    """Configs are stored in checkpoints as plain dicts (no pickled classes): safe to load with weights_only."""
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)
+    if dataclasses.is_dataclass(cfg):
+        return dataclasses.asdict(cfg)
+    return cfg
+
+
+def param_groups(model):
+    """Three groups: 2-D weights inside the blocks ("matrix", weight-decayed), embeddings and the tied output
+    layer ("embedding", no decay), biases and norms ("other", no decay)."""
+    matrix, embedding, other = [], [], []
+    for name, p in model.named_parameters():  # tied weights appear once
+        if not p.requires_grad:
+            continue
+        if name.startswith("transformer.h.") and p.dim() == 2:
+            matrix.append(p)
+        elif p.dim() == 2:
+            embedding.append(p)
+        else:
+            other.append(p)
+    groups = [
+        {"params": matrix, "name": "matrix"},
+        {"params": embedding, "name": "embedding", "weight_decay": 0.0},
+        {"params": other, "name": "other", "weight_decay": 0.0},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+class GPTLitModule(L.LightningModule):
+    """Trains a GPT with token-weighted validation: perplexity is exact with masked padding.
+
+    model: a GPTConfig or a dict of its fields. optimizer and scheduler: configs of partials (`_partial_: true`)
+    or callables, called with the parameter groups and with the optimizer.
+    """
+
+    def __init__(self, model, optimizer=None, scheduler=None, compile: bool = False):
+        super().__init__()
+        model, optimizer, scheduler = _plain(model), _plain(optimizer), _plain(scheduler)
+        self.save_hyperparameters(
+            {"model": model, "optimizer": optimizer if isinstance(optimizer, dict) else None,
+             "scheduler": scheduler if isinstance(scheduler, dict) else None, "compile": compile}
+        )
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        model = {k: v for k, v in model.items() if k != "_target_"}
+        self.model = GPT(GPTConfig(**model))
+        self.split_stats = {}  # filled from the data module: words and bytes for word-level ppl and bits/byte
+        for split in ("val", "test"):
+            setattr(self, f"{split}_nll", SumMetric().set_dtype(torch.float64))
+            setattr(self, f"{split}_count", SumMetric().set_dtype(torch.float64))
+            setattr(self, f"{split}_acc", MulticlassAccuracy(
+                num_classes=self.model.config.vocab_size, average="micro", ignore_index=IGNORE_INDEX,
+                validate_args=False,
+            ))
+
+    def configure_model(self):
+        if self.hparams.compile:
+            self.model.compile()
+
+    def setup(self, stage):
+        dm = getattr(self.trainer, "datamodule", None)
+        stats = getattr(dm, "stats", None) or {}
+        self.split_stats = {"val": stats.get("valid"), "test": stats.get("test")}
+        if stage == "fit" and self.model.config.head == "adaptive" and dm is not None:
+            # rank tokens by training-set frequency; a checkpoint being resumed overwrites this with its own
+            counts = np.bincount(dm.ids("train"), minlength=self.model.config.vocab_size)
+            self.model.set_vocab_order(counts)
+
+    def forward(self, idx, targets=None):
+        return self.model(idx, targets)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        _, loss = self.model(x, y)
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def _eval_step(self, batch, split):
+        x, y = batch
+        nll, count, preds = self.model.score(x, y)
+        getattr(self, f"{split}_nll").update(nll)
+        getattr(self, f"{split}_count").update(count.double())
+        getattr(self, f"{split}_acc").update(preds, y.flatten())
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step(batch, "test")
+
+    def _eval_epoch_end(self, split):
+        nll_m, count_m, acc_m = (getattr(self, f"{split}_{k}") for k in ("nll", "count", "acc"))
+        nll, count = nll_m.compute().item(), count_m.compute().item()  # summed over processes
+        if count > 0:
+            metrics = lm_metrics(nll, count, self.split_stats.get(split))
+            metrics["acc"] = acc_m.compute().item()
+            metrics["tokens"] = count
+            # values are already reduced across processes: log them as they are on every rank
+            self.log_dict({f"{split}/{k}": float(v) for k, v in metrics.items()}, sync_dist=False, prog_bar=False)
+        for m in (nll_m, count_m, acc_m):
+            m.reset()
+
+    def on_validation_epoch_end(self):
+        self._eval_epoch_end("val")
+
+    def on_test_epoch_end(self):
+        self._eval_epoch_end("test")
+
+    def configure_optimizers(self):
+        if self.optimizer_factory is None:
+            raise ValueError("GPTLitModule needs an optimizer (config group optimizer/)")
+        make_opt = instantiate(self.optimizer_factory) if isinstance(self.optimizer_factory, dict) \
+            else self.optimizer_factory
+        optimizer = make_opt(param_groups(self.model))
+        if self.scheduler_factory is None:
+            return optimizer
+        make_sched = instantiate(self.scheduler_factory) if isinstance(self.scheduler_factory, dict) \
+            else self.scheduler_factory
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": make_sched(optimizer), "interval": "step"}}

@@ -1,0 +1,108 @@
+import pytest
+import torch
+from torch.nn import functional as F
+
+from gptlab.loss import IGNORE_INDEX, fused_linear_cross_entropy
+from gptlab.model import GPT, GPTConfig
+
+
+def tiny(**kw):
+    cfg = dict(vocab_size=97, block_size=16, n_layer=2, n_head=2, n_embd=32)
+    cfg.update(kw)
+    return GPT(GPTConfig(**cfg))
+
+
+@pytest.mark.parametrize("head", ["full", "adaptive"])
+def test_changing_future_tokens_leaves_earlier_logits_unchanged(head):
+    torch.manual_seed(0)
+    model = tiny(head=head, adaptive_cutoffs=[10, 40]).eval()
+    idx = torch.randint(0, 97, (2, 16))
+    changed = idx.clone()
+    changed[:, 9:] = torch.randint(0, 97, (2, 7))
+    a, _ = model(idx)
+    b, _ = model(changed)
+    assert a.shape == (2, 16, 97)
+    torch.testing.assert_close(a[:, :9], b[:, :9])
+    assert not torch.allclose(a[:, 9:], b[:, 9:])
+
+
+def test_gpt2_config_has_124m_parameters_with_tied_weights():
+    with torch.device("meta"):
+        model = GPT(GPTConfig(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768, bias=True))
+    assert model.num_params() == 124_439_808
+    assert model.lm_head.weight is model.transformer.wte.weight
+
+
+def test_flops_per_token_matches_a_hand_count():
+    model = tiny(vocab_size=100, block_size=8, n_layer=1, n_head=1, n_embd=4)
+    # blocks: qkv 4*12 + proj 4*4 + fc 4*16 + proj 16*4 = 12 * 4^2 = 192 weights; output layer 100*4 = 400
+    # 6 FLOPs per weight per token, plus attention 12 * layers * T * d = 12 * 1 * 8 * 4 = 384
+    assert model.flops_per_token() == 6 * (192 + 400) + 384
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(n_embd=30, n_head=4), "divisible"),
+        (dict(n_layer=0), "n_layer"),
+        (dict(block_size=-1), "block_size"),
+        (dict(dropout=1.5), "dropout"),
+        (dict(head="mystery"), "head"),
+    ],
+)
+def test_invalid_config_is_refused_at_construction(bad, message):
+    cfg = dict(vocab_size=97, block_size=16, n_layer=2, n_head=2, n_embd=32)
+    cfg.update(bad)
+    with pytest.raises(ValueError, match=message):
+        GPTConfig(**cfg)
+
+
+def test_fused_loss_equals_cross_entropy_in_value_and_gradient():
+    torch.manual_seed(0)
+    x = torch.randn(300, 32, requires_grad=True)
+    w = (torch.randn(1000, 32) * 0.1).requires_grad_()
+    t = torch.randint(0, 1000, (300,))
+    t[::7] = IGNORE_INDEX
+    loss = fused_linear_cross_entropy(x, w, t, chunk=64)
+    loss.backward()
+    gx, gw = x.grad.clone(), w.grad.clone()
+    x.grad = w.grad = None
+    ref = F.cross_entropy(x @ w.t(), t, ignore_index=IGNORE_INDEX)
+    ref.backward()
+    torch.testing.assert_close(loss, ref)
+    torch.testing.assert_close(gx, x.grad)
+    torch.testing.assert_close(gw, w.grad)
+
+
+@pytest.mark.parametrize("head", ["full", "adaptive"])
+def test_score_agrees_with_the_logits(head):
+    torch.manual_seed(0)
+    model = tiny(head=head, adaptive_cutoffs=[10, 40]).eval()
+    if head == "adaptive":
+        model.set_vocab_order(torch.randint(0, 1000, (97,)))
+    idx = torch.randint(0, 97, (3, 16))
+    y = torch.randint(0, 97, (3, 16))
+    y[0, :5] = IGNORE_INDEX
+    logits, _ = model(idx)
+    ref = F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
+    nll, count, preds = model.score(idx, y)
+    assert count.item() == 43
+    torch.testing.assert_close(nll.float(), ref, rtol=1e-4, atol=1e-4)
+    assert torch.equal(preds, logits.flatten(0, 1).argmax(-1))
+    _, loss = model(idx, y)
+    torch.testing.assert_close(loss, ref / 43, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("head", ["full", "adaptive"])
+def test_overfitting_one_batch_drives_the_loss_below_0_1(head):
+    torch.manual_seed(0)
+    model = tiny(head=head, adaptive_cutoffs=[40, 80], adaptive_div=1.0, n_embd=64)
+    x = torch.randint(0, 97, (4, 16))
+    y = torch.randint(0, 97, (4, 16))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(300):
+        _, loss = model(x, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.1
