@@ -20,3 +20,36 @@ def data_dir() -> Path:
 def token_cache_dir(tmp_path_factory) -> Path:
     """One token cache for the whole session, so each real split is tokenized once."""
     return tmp_path_factory.mktemp("token-cache")
+
+
+REPO = Path(__file__).resolve().parents[1]
+# A training run small enough for tests: gpt_nano, a few steps, small eval.
+TINY = [
+    "model=gpt_nano", "data.batch_size=4", "trainer.max_steps=6", "trainer.val_check_interval=3",
+    "trainer.limit_val_batches=2", "final_limit_batches=3", "callbacks.progress_bar=null",
+    "trainer.log_every_n_steps=2",
+]
+
+
+def run_train(run_dir: Path, *overrides: str, cache_dir: Path | None = None, timeout: float = 300, check=True):
+    """`python train.py` as a user runs it, with its run directory at run_dir; returns the CompletedProcess."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    if cache_dir is not None:
+        env["GPTLAB_CACHE_DIR"] = str(cache_dir)
+    cmd = [sys.executable, str(REPO / "train.py"), f"hydra.run.dir={run_dir}", *overrides]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, token_cache_dir) -> Path:
+    """The run directory of one tiny real training run (gpt_nano, 6 steps), shared by the tests that need a
+    trained checkpoint: <dir>/checkpoints/last.ckpt, <dir>/csv/metrics.csv."""
+    run_dir = tmp_path_factory.mktemp("tiny-run")
+    run_train(run_dir, *TINY, cache_dir=token_cache_dir)
+    return run_dir

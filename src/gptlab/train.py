@@ -60,7 +60,7 @@ def run(cfg: DictConfig) -> float:
     ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     ckpt = ckpt or None
     if not trainer.fast_dev_run:
-        trainer.limit_val_batches = trainer.limit_test_batches = 1.0
+        trainer.limit_val_batches = trainer.limit_test_batches = cfg.get("final_limit_batches", 1.0)
     val = trainer.validate(module, datamodule=dm, ckpt_path=ckpt, verbose=False)[0]
     test = trainer.test(module, datamodule=dm, ckpt_path=ckpt, verbose=False)[0]
     if trainer.is_global_zero:

@@ -1,0 +1,29 @@
+import csv
+
+from conftest import TINY, run_train
+
+
+def test_train_writes_checkpoints_metrics_and_a_summary(tiny_run):
+    assert (tiny_run / "checkpoints" / "last.ckpt").is_file()
+    assert any(p.name.startswith("step") for p in (tiny_run / "checkpoints").iterdir())
+    rows = list(csv.DictReader(open(tiny_run / "csv" / "metrics.csv")))
+    val_ppl = [float(r["val/ppl"]) for r in rows if r.get("val/ppl")]
+    test_ppl = [float(r["test/ppl"]) for r in rows if r.get("test/ppl")]
+    assert len(val_ppl) >= 3  # two during training, one final
+    assert len(test_ppl) == 1
+    assert all(1 < p < 60000 for p in val_ppl + test_ppl)
+    assert any(r.get("train/loss") for r in rows)
+
+
+def test_debug_fast_runs_one_batch_of_each(tmp_path, token_cache_dir):
+    proc = run_train(tmp_path, "model=gpt_nano", "debug=fast", "data.batch_size=2", "callbacks.progress_bar=null",
+                     cache_dir=token_cache_dir)
+    assert "val" in proc.stdout and "ppl" in proc.stdout
+
+
+def test_bf16_mixed_and_gpt_mini_on_one_device(tmp_path, token_cache_dir):
+    proc = run_train(tmp_path, *TINY, "model=gpt_mini", "model.block_size=64", "trainer.precision=bf16-mixed",
+                     "trainer.devices=1", "trainer.max_steps=2", "trainer.val_check_interval=2",
+                     "final_limit_batches=1", cache_dir=token_cache_dir)
+    assert "precision bf16-mixed" in proc.stdout
+    assert "6 layers × 192 wide" in proc.stdout
