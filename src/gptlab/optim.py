@@ -9,7 +9,7 @@ class MuonAdamW(torch.optim.Optimizer):
     LR scheduler: its param_groups are the two inner optimizers' groups, so schedules scale both."""
 
     def __init__(self, params, lr=0.02, momentum=0.95, nesterov=True, weight_decay=0.0,
-                 adamw_lr=3e-3, adamw_betas=(0.9, 0.95), adamw_weight_decay=0.0):
+                 adamw_lr=3e-3, adamw_betas=(0.9, 0.95), adamw_weight_decay=0.0, adjust_lr_fn=None, fused=None):
         groups = [dict(g) for g in params]
         muon_groups = [g for g in groups if g.get("name") == "matrix"]
         adam_groups = [g for g in groups if g.get("name") != "matrix"]
@@ -18,8 +18,10 @@ class MuonAdamW(torch.optim.Optimizer):
         for g in adam_groups:
             g.setdefault("weight_decay", adamw_weight_decay)
             g["lr"] = g.get("lr", adamw_lr)
-        self.muon = torch.optim.Muon(muon_groups, lr=lr, momentum=momentum, nesterov=nesterov) if muon_groups else None
-        self.adamw = torch.optim.AdamW(adam_groups, lr=adamw_lr, betas=tuple(adamw_betas)) if adam_groups else None
+        self.muon = torch.optim.Muon(muon_groups, lr=lr, momentum=momentum, nesterov=nesterov,
+                                     adjust_lr_fn=adjust_lr_fn) if muon_groups else None
+        self.adamw = torch.optim.AdamW(adam_groups, lr=adamw_lr, betas=tuple(adamw_betas), fused=fused) \
+            if adam_groups else None
         self.inner = [o for o in (self.muon, self.adamw) if o is not None]
         super().__init__([p for g in groups for p in g["params"]], {})
         self.param_groups = [g for o in self.inner for g in o.param_groups]

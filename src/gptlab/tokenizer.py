@@ -4,9 +4,22 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import numpy as np
 import tiktoken
+
+
+def _use_local_bpe_files() -> None:
+    """Point tiktoken at <data dir>/tiktoken-cache (GPTLAB_DATA_DIR, else <repo>/data) when TIKTOKEN_CACHE_DIR is
+    unset and that folder exists, so an offline machine with the data in place needs no extra setting."""
+    if os.environ.get("TIKTOKEN_CACHE_DIR"):
+        return
+    repo = Path(__file__).resolve().parents[2]
+    for data_dir in (os.environ.get("GPTLAB_DATA_DIR"), repo / "data"):
+        if data_dir and (Path(data_dir) / "tiktoken-cache").is_dir():
+            os.environ["TIKTOKEN_CACHE_DIR"] = str(Path(data_dir) / "tiktoken-cache")
+            return
 
 
 class Tokenizer:
@@ -21,6 +34,7 @@ class Tokenizer:
         valid = tiktoken.list_encoding_names()
         if name not in valid:
             raise ValueError(f"Unknown tokenizer {name!r}; valid names: {', '.join(valid)}")
+        _use_local_bpe_files()
         try:
             self._enc = tiktoken.get_encoding(name)
         except OSError as e:  # requests' ConnectionError is an OSError
