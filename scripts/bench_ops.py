@@ -1,0 +1,48 @@
+"""The two CPU facts behind the default run's choices, measured in one run: bf16 vs fp32 matmul throughput (bf16
+is fast only with AVX512-BF16/AMX), and AdamW's fused kernel vs its default (foreach) over a gpt_cpu-sized set of
+parameters.
+
+    python scripts/bench_ops.py
+"""
+
+import time
+
+import torch
+
+from gptlab.train import cpu_has_fast_bf16
+
+
+def timed(fn, reps):
+    fn()
+    t = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    return (time.perf_counter() - t) / reps
+
+
+def main():
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
+          f"{torch.backends.cpu.get_cpu_capability()}, fast bf16: {cpu_has_fast_bf16()}")
+    a, b = torch.randn(2048, 256), torch.randn(256, 2048)
+    flops = 2 * 2048 * 256 * 2048
+    fp32 = flops / timed(lambda: a @ b, 5) / 1e9
+    a16, b16 = a.bfloat16(), b.bfloat16()
+    bf16 = flops / timed(lambda: a16 @ b16, 2) / 1e9
+    print(f"matmul 2048x256 @ 256x2048: fp32 {fp32:.1f} GFLOP/s, bf16 {bf16:.1f} GFLOP/s (bf16/fp32 ×{bf16 / fp32:.2f})")
+
+    shapes = [(50257, 256), (2002, 256), (8000, 64), (40257, 16)] + [(768, 256), (256, 256), (1024, 256),
+                                                                        (256, 1024)] * 4
+    params = [torch.nn.Parameter(torch.randn(*s)) for s in shapes]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    times = {}
+    for name, kw in (("foreach", {"foreach": True}), ("fused", {"fused": True})):
+        opt = torch.optim.AdamW(params, lr=1e-3, **kw)
+        times[name] = timed(opt.step, 5)
+    n = sum(p.numel() for p in params) / 1e6
+    print(f"AdamW step over {n:.1f}M parameters: foreach {times['foreach'] * 1e3:.0f} ms, fused "
+          f"{times['fused'] * 1e3:.0f} ms (×{times['foreach'] / times['fused']:.1f})")
+
+
+if __name__ == "__main__":
+    main()
