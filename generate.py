@@ -1,0 +1,17 @@
+"""Generate text with a trained GPT: `python generate.py ckpt_path=<checkpoint> prompt="The history of"`; without a
+prompt, one prompt per line from stdin; `task=qa task_file=<jsonl>` scores a task (see conf/generate.yaml)."""
+
+import hydra
+
+from gptlab.errors import clear_errors
+from gptlab.generate import run
+
+
+@clear_errors  # bad input: one line `error: ...`, exit code 2
+@hydra.main(version_base=None, config_path="conf", config_name="generate")
+def main(cfg):
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

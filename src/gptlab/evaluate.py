@@ -1,0 +1,148 @@
+"""`python eval.py ckpt_path=...`: perplexity of a trained model on WikiText-2, comparable with the papers.
+
+Each split is cut into the scoring windows of `data.EvalWindows` (stride = block_size: non-overlapping; a smaller
+stride scores each token once with up to block_size - stride tokens of extra context) and scored with `GPT.score`.
+The metrics come from `metrics.lm_metrics`, the code validation uses during training: token perplexity,
+word-level perplexity (total NLL over the WikiText word count) and bits per byte.
+"""
+
+import contextlib
+import json
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader, Subset
+
+from gptlab.checkpoint import load_model, run_config
+from gptlab.checks import check_eval_block_size
+from gptlab.data import EvalWindows
+from gptlab.metrics import lm_metrics
+from gptlab.train import resolve_precision
+
+SPLITS = {"valid": ["valid"], "test": ["test"], "both": ["valid", "test"], "train": ["train"]}
+
+
+def resolve_device(device="auto") -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def apply_precision(model, precision, device):
+    """A Lightning precision string ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "auto", ...) applied for
+    inference: returns the model (cast for "-true" precisions) and a function giving the autocast context."""
+    precision = str(resolve_precision(precision, device.type))
+    base, _, mode = precision.partition("-")
+    dtypes = {"bf16": torch.bfloat16, "16": torch.float16, "32": torch.float32, "64": torch.float64}
+    if base not in dtypes or mode not in ("", "true", "mixed"):
+        raise ValueError(f"precision must be auto, 32-true, bf16-mixed, 16-mixed, bf16-true or 64-true, "
+                         f"got {precision!r}")
+    if mode == "mixed" or (mode == "" and base in ("16", "bf16")):  # Lightning reads "16" as "16-mixed"
+        return model, lambda: torch.autocast(device.type, dtype=dtypes[base])
+    return model.to(dtypes[base]), contextlib.nullcontext
+
+
+@torch.inference_mode()
+def score_windows(model, ids, stride=None, batch_size=32, limit_windows=None, device="cpu",
+                  autocast=contextlib.nullcontext):
+    """Summed NLL (nats), number of scored tokens and windows over the scoring windows of `ids`; only the first
+    `limit_windows` windows when given. Also returns the number of windows of the whole split."""
+    windows = EvalWindows(ids, model.config.block_size, stride)
+    n = len(windows) if limit_windows is None else min(int(limit_windows), len(windows))
+    device = torch.device(device)
+    loader = DataLoader(Subset(windows, range(n)), batch_size=batch_size, pin_memory=device.type == "cuda")
+    nll = torch.zeros((), dtype=torch.float64, device=device)
+    count = torch.zeros((), dtype=torch.long, device=device)
+    for x, y in loader:
+        with autocast():
+            batch_nll, batch_count, _ = model.score(x.to(device, non_blocking=True), y.to(device, non_blocking=True))
+        nll += batch_nll
+        count += batch_count
+    return nll.item(), int(count.item()), n, len(windows)
+
+
+def split_metrics(model, ids, stats=None, **kwargs) -> dict:
+    """lm_metrics of one split (loss, ppl, and with the split's statistics word_ppl and bpb), plus the tokens and
+    windows scored and the speed. kwargs go to score_windows."""
+    t0 = time.perf_counter()
+    nll, count, windows, all_windows = score_windows(model, ids, **kwargs)
+    seconds = time.perf_counter() - t0
+    if count == 0:
+        raise ValueError("no token was scored: the split is empty or limit_windows is 0")
+    return {**lm_metrics(nll, count, stats), "nll_sum": nll, "tokens": count, "windows": windows,
+            "full_split": windows == all_windows, "seconds": seconds, "tokens_per_sec": count / seconds}
+
+
+def run(cfg: DictConfig) -> dict:
+    """Evaluate cfg.ckpt_path on cfg.split; print a table and write it to cfg.report as JSON."""
+    if cfg.split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {cfg.split!r}")
+    if cfg.get("limit_windows") is not None and int(cfg.limit_windows) <= 0:
+        raise ValueError(f"limit_windows must be a positive number of windows or null, got {cfg.limit_windows}")
+    if int(cfg.batch_size) <= 0:
+        raise ValueError(f"batch_size must be > 0, got {cfg.batch_size}")
+    device = resolve_device(cfg.device)
+    torch.set_float32_matmul_precision("high")
+    model = load_model(cfg.ckpt_path).to(device)
+    model, autocast = apply_precision(model, cfg.precision, device)
+    block_size = model.config.block_size
+    check_eval_block_size(cfg, block_size)  # data.block_size=1024 on a 256-token model: refused
+    splits = SPLITS[cfg.split]
+    dm = instantiate(cfg.data, block_size=block_size, splits=splits, seed=0)
+    check_data_matches_run(cfg, dm, model)
+
+    results = {}
+    for split in splits:
+        results[split] = split_metrics(model, dm.ids(split), dm.stats[split], stride=cfg.stride,
+                                       batch_size=cfg.batch_size, limit_windows=cfg.limit_windows,
+                                       device=device, autocast=autocast)
+    report = {
+        "ckpt_path": str(Path(cfg.ckpt_path).resolve()),
+        "data": {"variant": dm.variant, "tokenizer": dm.tokenizer_name},
+        "block_size": block_size,
+        "stride": cfg.stride or block_size,
+        "precision": str(resolve_precision(cfg.precision, device.type)),
+        "device": str(device),
+        **results,
+    }
+    print(format_table(report), flush=True)
+    if cfg.get("report"):
+        Path(cfg.report).parent.mkdir(parents=True, exist_ok=True)
+        Path(cfg.report).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"  written to {cfg.report}", flush=True)
+    return report
+
+
+def check_data_matches_run(cfg, dm, model):
+    """The tokenizer must be the model's; a variant other than the training run's is allowed, with a warning."""
+    if dm.vocab_size != model.config.vocab_size:
+        raise ValueError(f"tokenizer {dm.tokenizer_name!r} has {dm.vocab_size} tokens but the checkpoint's model "
+                         f"has {model.config.vocab_size}: set data.tokenizer to the one it was trained with")
+    trained = run_config(cfg.ckpt_path)
+    if trained is None or "data" not in trained:
+        return
+    for key in ("variant", "tokenizer"):
+        was, now = trained.data.get(key), getattr(dm, "tokenizer_name" if key == "tokenizer" else key)
+        if was is not None and was != now:
+            warnings.warn(f"the model was trained with data.{key}={was} but is evaluated with data.{key}={now}",
+                          stacklevel=2)
+
+
+def format_table(report) -> str:
+    head = (f"gptlab eval  {report['ckpt_path']}\n  WikiText-2 {report['data']['variant']}, tokenizer "
+            f"{report['data']['tokenizer']}, block {report['block_size']}, stride {report['stride']}, "
+            f"{report['precision']} on {report['device']}")
+    rows = [f"  {'split':<6} {'tokens':>9} {'loss':>8} {'ppl':>10} {'word ppl':>10} {'bits/byte':>10} "
+            f"{'tokens/s':>10}"]
+    for split in ("train", "valid", "test"):
+        if split in report:
+            m = report[split]
+            note = "" if m["full_split"] else f"  ({m['windows']} windows: word ppl and bits/byte extrapolated)"
+            rows.append(f"  {split:<6} {m['tokens']:>9,} {m['loss']:>8.4f} {m['ppl']:>10.2f} "
+                        f"{m.get('word_ppl', float('nan')):>10.2f} {m.get('bpb', float('nan')):>10.4f} "
+                        f"{m['tokens_per_sec']:>10,.0f}{note}")
+    return "\n".join([head, *rows])
