@@ -1,0 +1,38 @@
+"""Hydra callbacks (listed under hydra.callbacks in conf/train.yaml)."""
+
+import os
+import sys
+from pathlib import Path
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+
+from gptlab.sweep import SWEPT_KEYS_ENV, summarize
+
+
+def swept_keys(config) -> list[str]:
+    """The keys a multirun varies: sweeps on the command line (model=a,b) and in hydra.sweeper.params (the
+    presets in conf/sweep/, Optuna's search space)."""
+    params = config.hydra.sweeper.get("params") or {}
+    args = [*config.hydra.overrides.task, *(f"{k}={v}" for k, v in params.items())]
+    return [o.key_or_group for o in OverridesParser.create().parse_overrides(args) if o.is_sweep_override()]
+
+
+class Sweep(Callback):
+    """At the start of a multirun: tells the jobs which keys it varies (W&B runs are named after them). At the
+    end: a table of every job (overrides, val/test ppl, tokens/s, status), also written to <sweep dir>/summary.csv;
+    then exit with status 1 if any job failed, so that scripts notice.
+
+    Jobs catch their own errors in a multirun (gptlab.train.run records them in result.json), so one failing
+    job neither stops the sweep nor hides the others' results."""
+
+    def on_multirun_start(self, config, **kwargs):
+        os.environ[SWEPT_KEYS_ENV] = ",".join(swept_keys(config))  # inherited by launchers' job processes
+
+    def on_multirun_end(self, config, **kwargs):
+        print(f"\nsweep summary: {config.hydra.sweep.dir}", flush=True)
+        rows = summarize(Path(config.hydra.sweep.dir))
+        failed = [r["job"] for r in rows if r["status"] != "completed"]
+        if failed:
+            # SystemExit passes through Hydra, which turns callbacks' exceptions into warnings
+            sys.exit(f"{len(failed)} of {len(rows)} jobs failed: {', '.join(failed)}")

@@ -1,0 +1,110 @@
+"""Weights & Biases: Lightning's WandbLogger with gptlab's defaults (offline unless an API key is configured; in a
+multirun each job is its own run, named after its overrides and grouped by sweep), the full resolved config, and
+`finish_wandb`, which train.py calls after every job, also after a failed one."""
+
+import netrc
+import os
+import sys
+from pathlib import Path
+from urllib.parse import urlparse
+
+from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
+from omegaconf import DictConfig, OmegaConf
+
+from gptlab.sweep import hydra_job, short_value
+
+# Without the Sweep callback's list of swept keys: overrides left out of run names, those that say where or how
+# a job runs rather than what it trains.
+NOT_IN_NAME = ("logger", "debug", "sweep", "hydra", "paths", "callbacks", "ckpt_path", "resume", "data.cache_dir",
+               "data.data_dir")
+
+
+def api_key_configured() -> bool:
+    """Whether wandb will find credentials: WANDB_API_KEY, an identity token file, or `wandb login`'s netrc entry
+    for the W&B host. Looked up here, without wandb's private auth modules, so it never prompts or connects."""
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname
+    candidates = [os.environ["NETRC"]] if os.environ.get("NETRC") else ["~/.netrc", "~/_netrc"]
+    for path in candidates:
+        path = Path(path).expanduser()
+        if not path.is_file():
+            continue
+        try:
+            return netrc.netrc(path).authenticators(host) is not None
+        except (OSError, netrc.NetrcParseError):
+            return False
+    return False
+
+
+def wandb_mode(offline: bool | None) -> str | None:
+    """The mode for wandb.init: offline/online when forced by `offline`; None (wandb decides) when WANDB_MODE is
+    set; otherwise offline unless an API key is configured."""
+    if offline is not None:
+        return "offline" if offline else "online"
+    if os.environ.get("WANDB_MODE"):
+        return None
+    return None if api_key_configured() else "offline"
+
+
+def name_from_overrides(overrides, swept_keys=None) -> str:
+    """`model=gpt_nano,optimizer=muon` from a job's overrides: those of the swept keys when known, else all but
+    those in NOT_IN_NAME."""
+    parts = []
+    for override in overrides:
+        key, _, value = override.partition("=")
+        bare = key.lstrip("+~")
+        if swept_keys is not None:
+            if bare not in swept_keys:
+                continue
+        elif any(bare == k or bare.startswith(k + ".") or bare.startswith(k + "/") for k in NOT_IN_NAME):
+            continue
+        parts.append(f"{bare}={short_value(value)}")
+    return ",".join(parts)
+
+
+class WandbLogger(LightningWandbLogger):
+    """Lightning's WandbLogger (every argument of it and of wandb.init works, e.g. `id` and `resume` to continue a
+    run), with: `offline=None` (offline unless an API key is configured), multirun jobs named after their
+    overrides and grouped by the sweep's directory name, and `watch` (gradients, parameters or all) to log
+    histograms every `watch_log_freq` steps."""
+
+    def __init__(self, name: str | None = None, group: str | None = None, offline: bool | None = None,
+                 watch: str | None = None, watch_log_freq: int = 100, **kwargs):
+        job = hydra_job()
+        if job["sweep_dir"] is not None:
+            name = name_from_overrides(job["overrides"], job["swept_keys"]) or name
+            group = group or Path(job["sweep_dir"]).name
+        mode = wandb_mode(offline)
+        if mode is not None:
+            kwargs["mode"] = mode  # not Lightning's `offline`, which refuses log_model (artifacts sync later)
+        for key in ("id", "resume"):  # null in the config: Lightning's defaults
+            if kwargs.get(key) is None:
+                kwargs.pop(key, None)
+        super().__init__(name=name, group=group, **kwargs)
+        self.watch_what, self.watch_log_freq, self.watched = watch, watch_log_freq, False
+
+    def log_graph(self, model, input_array=None):
+        # Lightning calls this with the LightningModule at the start of fit, validate and test: hook it once
+        if self.watch_what and not self.watched:
+            net = getattr(model, "model", model)  # the GPT: training_step calls it, not the LightningModule
+            # idx=0: the same chart names in every job of a sweep (wandb numbers models per process otherwise)
+            self.experiment.watch(net, log=self.watch_what, log_freq=self.watch_log_freq, idx=0)
+            self.watched = True
+
+
+def log_config_to_wandb(trainer, cfg: DictConfig):
+    """The full resolved run config into each W&B run (Lightning logs only the module's hyperparameters)."""
+    loggers = [lg for lg in trainer.loggers if isinstance(lg, LightningWandbLogger)]
+    if not loggers or not trainer.is_global_zero:
+        return
+    config = OmegaConf.to_container(cfg, resolve=True)
+    for logger in loggers:
+        logger.experiment.config.update(config, allow_val_change=True)
+
+
+def finish_wandb(failed: bool = False):
+    """Close the active W&B run, marking it failed after an error, so the next job of a sweep starts its own."""
+    wandb = sys.modules.get("wandb")  # never imported: no run to finish
+    if wandb is not None and wandb.run is not None:
+        wandb.finish(exit_code=1 if failed else 0)
