@@ -2,9 +2,11 @@
 
 import hydra
 
+from gptlab.errors import clear_errors
 from gptlab.train import run
 
 
+@clear_errors  # bad input: one line `error: ...`, exit code 2
 @hydra.main(version_base=None, config_path="conf", config_name="train")
 def main(cfg):
     return run(cfg)

@@ -28,7 +28,8 @@ def main():
     fp32 = flops / timed(lambda: a @ b, 5) / 1e9
     a16, b16 = a.bfloat16(), b.bfloat16()
     bf16 = flops / timed(lambda: a16 @ b16, 2) / 1e9
-    print(f"matmul 2048x256 @ 256x2048: fp32 {fp32:.1f} GFLOP/s, bf16 {bf16:.1f} GFLOP/s (bf16/fp32 ×{bf16 / fp32:.2f})")
+    print(f"matmul 2048x256 @ 256x2048: fp32 {fp32:.1f} GFLOP/s, bf16 {bf16:.1f} GFLOP/s "
+          f"(bf16/fp32 ×{bf16 / fp32:.2f})")
 
     shapes = [(50257, 256), (2002, 256), (8000, 64), (40257, 16)] + [(768, 256), (256, 256), (1024, 256),
                                                                         (256, 1024)] * 4

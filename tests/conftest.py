@@ -42,7 +42,8 @@ def run_train(run_dir: Path, *overrides: str, cache_dir: Path | None = None, tim
     cmd = [sys.executable, str(REPO / "train.py"), f"hydra.run.dir={run_dir}", *overrides]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+        tail = f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{tail}")
     return proc
 
 

@@ -1,8 +1,13 @@
-"""Callbacks: training throughput (tokens/s and model FLOPs utilisation)."""
+"""Callbacks: training throughput (tokens/s and model FLOPs utilisation); text samples at each validation."""
 
 import time
+from pathlib import Path
 
 import lightning as L
+import torch
+from lightning.pytorch.loggers import WandbLogger
+
+from gptlab.tokenizer import Tokenizer
 
 
 class Throughput(L.Callback):
@@ -40,3 +45,42 @@ class Throughput(L.Callback):
     def on_train_end(self, trainer, pl_module):
         if self._t_start is not None and self._tokens > 0:
             self.tokens_per_sec = self._tokens / (time.perf_counter() - self._t_start)
+
+
+class SampleText(L.Callback):
+    """At each validation during training, continues a few fixed prompts and appends them to a text file in the
+    run directory (`path`), and to a W&B table "samples" when the W&B logger is on. Greedy by default (or seeded
+    sampling), so the samples change from one validation to the next only because the model did."""
+
+    def __init__(self, prompts=("The history of",), max_new_tokens: int = 24, temperature: float = 0.0,
+                 top_k: int | None = None, seed: int = 0, path: str | None = None, tokenizer: str = "gpt2"):
+        self.prompts, self.max_new_tokens = list(prompts), max_new_tokens
+        self.temperature, self.top_k, self.seed = temperature, top_k, seed
+        self.path, self.tokenizer_name = path, tokenizer
+        self.rows = []  # (step, prompt, continuation) of every validation so far, for the W&B table
+
+    def on_validation_end(self, trainer, pl_module):
+        if trainer.sanity_checking or trainer.state.fn != "fit" or not self.prompts:
+            return
+        from gptlab.generate import complete  # imported here: gptlab.generate imports train.py, which imports us
+
+        tokenizer = getattr(trainer.datamodule, "tokenizer", None) or Tokenizer(self.tokenizer_name)
+        model = pl_module.model
+        generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
+        # every rank generates (a sharded model needs all of them in each forward); rank 0 writes
+        samples = [complete(model, tokenizer, p, self.max_new_tokens, temperature=self.temperature,
+                            top_k=self.top_k, generator=generator) for p in self.prompts]
+        if not trainer.is_global_zero:
+            return
+        step = trainer.global_step
+        self.rows += [[step, p, s] for p, s in zip(self.prompts, samples, strict=True)]
+        path = Path(self.path or Path(trainer.default_root_dir) / "samples.txt")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as f:
+            loss = trainer.callback_metrics.get("val/loss")
+            f.write(f"--- step {step}" + (f", val/loss {float(loss):.4f}" if loss is not None else "") + "\n")
+            for p, s in zip(self.prompts, samples, strict=True):
+                f.write(f"{p} >>>{s}".replace("\n", "\\n") + "\n")
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_table(key="samples", columns=["step", "prompt", "sample"], data=self.rows, step=step)

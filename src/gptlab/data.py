@@ -22,9 +22,11 @@ import lightning as L
 import numpy as np
 import tiktoken
 import torch
-from torch.utils.data import DataLoader, Dataset
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from gptlab import token_cache, wikitext
+from gptlab.sampler import ResumableSampler, resume_position
 from gptlab.token_cache import SplitStats
 from gptlab.tokenizer import Tokenizer
 
@@ -93,6 +95,27 @@ class EvalWindows(Dataset):
         return x, y
 
 
+class PaddedWindows(Dataset):
+    """Eval windows followed by blank windows (x = 0, every target IGNORE_INDEX) up to a multiple of `ranks`.
+
+    With DistributedSampler each rank then gets the same number of windows, each real window exactly once
+    (DistributedSampler alone would repeat windows to even the ranks out, counting them twice), and the blanks
+    score nothing. Equal counts keep the ranks in step: FSDP needs every rank in every forward.
+    """
+
+    def __init__(self, windows: EvalWindows, ranks: int):
+        self.windows, self.num_windows = windows, -(-len(windows) // ranks) * ranks
+
+    def __len__(self) -> int:
+        return self.num_windows
+
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if len(self.windows) <= k < self.num_windows:
+            B = self.windows.block_size
+            return torch.zeros(B, dtype=torch.int64), torch.full((B,), IGNORE_INDEX, dtype=torch.int64)
+        return self.windows[k]
+
+
 class WikiText2DataModule(L.LightningDataModule):
     """WikiText-2 (tokens or raw variant) tokenized with a tiktoken encoding.
 
@@ -151,6 +174,7 @@ class WikiText2DataModule(L.LightningDataModule):
         self.train_dataset: TrainWindows | None = None
         self.val_dataset: EvalWindows | None = None
         self.test_dataset: EvalWindows | None = None
+        self._resume_at: dict | None = None  # from a checkpoint's state_dict: see train_dataloader
 
     @functools.cached_property
     def tokenizer(self) -> Tokenizer:
@@ -185,6 +209,14 @@ class WikiText2DataModule(L.LightningDataModule):
         generator = torch.Generator().manual_seed(self.seed)
         return self._loader(self._need(self.train_dataset, "train"), self.batch_size, True, generator)
 
+    def state_dict(self) -> dict:
+        """Saved in checkpoints: where training stands in the data order, so that a resumed run goes on with the
+        next unseen batch (see sampler.py)."""
+        return resume_position(self.trainer)
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume_at = state or None
+
     def val_dataloader(self) -> DataLoader:
         return self._loader(self._need(self.val_dataset, "valid"), self.eval_batch_size, False)
 
@@ -204,16 +236,34 @@ class WikiText2DataModule(L.LightningDataModule):
             self._ids[split], self.stats[split] = token_cache.load_or_build(*args)
 
     def _loader(self, dataset: Dataset, batch_size: int, train: bool, generator=None) -> DataLoader:
+        sampler = self._train_sampler(dataset) if train else None
+        if not train and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            # one shard per rank (Lightning keeps a DistributedSampler it is given): eval windows each scored
+            # once, on one rank
+            dataset = PaddedWindows(dataset, dist.get_world_size())
+            sampler = DistributedSampler(dataset, shuffle=False, seed=self.seed, drop_last=False)
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=train,
+            shuffle=train and sampler is None,
+            sampler=sampler,
             drop_last=train,
             generator=generator,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
         )
+
+    def _train_sampler(self, dataset: Dataset) -> ResumableSampler:
+        """Training windows shuffled by (seed, epoch), disjoint across ranks, starting where a resumed checkpoint
+        stopped."""
+        ddp = dist.is_available() and dist.is_initialized()
+        train_sampler = ResumableSampler(dataset, seed=self.seed, num_replicas=dist.get_world_size() if ddp else 1,
+                                         rank=dist.get_rank() if ddp else 0)
+        if self._resume_at:
+            train_sampler.resume_at(self._resume_at["epoch"], self._resume_at["batches"] * self.batch_size)
+            self._resume_at = None
+        return train_sampler
 
     def _need(self, dataset: Dataset | None, split: str) -> Dataset:
         if dataset is None:

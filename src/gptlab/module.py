@@ -1,6 +1,7 @@
 """GPTLitModule: the GPT of model.py trained, validated and tested by Lightning."""
 
 import dataclasses
+import warnings
 
 import lightning as L
 import numpy as np
@@ -14,6 +15,9 @@ from gptlab.loss import IGNORE_INDEX
 from gptlab.metrics import lm_metrics
 from gptlab.model import GPT, GPTConfig
 
+# val/ and test/ values are summed over ranks by their metrics before they are logged: Lightning's hint does not apply
+warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('(val|test)/.*sync_dist=True")
+
 
 def _plain(cfg):
     """Configs are stored in checkpoints as plain dicts (no pickled classes): safe to load with weights_only."""
@@ -24,16 +28,19 @@ def _plain(cfg):
     return cfg
 
 
-def param_groups(model):
+def param_groups(model, dims=None):
     """Three groups: 2-D weights inside the blocks ("matrix", weight-decayed), embeddings and the tied output
-    layer ("embedding", no decay), biases and norms ("other", no decay)."""
+    layer ("embedding", no decay), biases and norms ("other", no decay). dims: {name: number of dimensions}
+    recorded before FSDP wrapped the model (it shows each parameter as a 1-D shard)."""
     matrix, embedding, other = [], [], []
     for name, p in model.named_parameters():  # tied weights appear once
         if not p.requires_grad:
             continue
-        if name.startswith("transformer.h.") and p.dim() == 2:
+        name = name.replace("_fsdp_wrapped_module.", "").replace("_checkpoint_wrapped_module.", "")
+        dim = (dims or {}).get(name, p.dim())
+        if name.startswith("transformer.h.") and dim == 2:
             matrix.append(p)
-        elif p.dim() == 2:
+        elif dim == 2:
             embedding.append(p)
         else:
             other.append(p)
@@ -62,6 +69,7 @@ class GPTLitModule(L.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         model = {k: v for k, v in model.items() if k != "_target_"}
         self.model = GPT(GPTConfig(**model))
+        self.param_dims = {n: p.dim() for n, p in self.model.named_parameters()}  # before any FSDP wrapping
         self.split_stats = {}  # filled from the data module: words and bytes for word-level ppl and bits/byte
         for split in ("val", "test"):
             setattr(self, f"{split}_nll", SumMetric().set_dtype(torch.float64))
@@ -124,12 +132,24 @@ class GPTLitModule(L.LightningModule):
     def on_test_epoch_end(self):
         self._eval_epoch_end("test")
 
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        # Lightning refuses to clip for an optimizer that unscales fp16 gradients itself (fused AdamW) under any
+        # mixed precision; bf16 has no loss scaling, so its gradients are ready to clip here.
+        if gradient_clip_val and self.trainer.precision == "bf16-mixed" and \
+                getattr(optimizer, "_step_supports_amp_scaling", False):
+            if gradient_clip_algorithm == "value":
+                torch.nn.utils.clip_grad_value_(self.parameters(), gradient_clip_val)
+            else:
+                torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val)
+            return
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     def configure_optimizers(self):
         if self.optimizer_factory is None:
             raise ValueError("GPTLitModule needs an optimizer (config group optimizer/)")
         make_opt = instantiate(self.optimizer_factory) if isinstance(self.optimizer_factory, dict) \
             else self.optimizer_factory
-        optimizer = make_opt(param_groups(self.model))
+        optimizer = make_opt(param_groups(self.model, self.param_dims))
         if self.scheduler_factory is None:
             return optimizer
         make_sched = instantiate(self.scheduler_factory) if isinstance(self.scheduler_factory, dict) \

@@ -1,15 +1,25 @@
 """`python train.py`: build data, model, callbacks, loggers and trainer from the Hydra config; fit, then validate
 and test the best checkpoint on the full splits."""
 
+import logging
 import time
 
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from gptlab import checks, distributed, resume
 from gptlab.callbacks import Throughput
+from gptlab.checkpoint import check_compatible
+from gptlab.checkpoint_io import SafeCheckpointIO
+from gptlab.errors import check_override_types
 from gptlab.module import GPTLitModule
+from gptlab.sweep import hydra_job, write_result
+from gptlab.wandb_logger import finish_wandb, log_config_to_wandb
+
+log = logging.getLogger(__name__)
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -37,23 +47,58 @@ def build(cfg: DictConfig):
     dm = instantiate(cfg.data)
     model_cfg = instantiate(cfg.model, _convert_="all")
     model_cfg.vocab_size = dm.vocab_size  # the tokenizer decides
+    checks.check_data_fits_model(dm.block_size, model_cfg.block_size)
     module = GPTLitModule(model=model_cfg, optimizer=cfg.optimizer, scheduler=cfg.get("scheduler"),
                           compile=cfg.get("compile", False))
+    checks.check_optimizer(module)
+    if cfg.get("ckpt_path"):
+        check_compatible(cfg.ckpt_path, module.hparams["model"], module.hparams["optimizer"])
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c and "_target_" in c]
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     trainer_cfg["precision"] = resolve_precision(trainer_cfg.get("precision", "auto"),
                                                  trainer_cfg.get("accelerator", "auto"))
-    trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False)
+    checks.check_trainer(trainer_cfg, trainer_cfg["precision"])
+    # SafeCheckpointIO: checkpoints read weights-only and written atomically
+    trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False, plugins=[SafeCheckpointIO()])
+    distributed.configure_batch(cfg, dm, trainer)  # global_batch_tokens -> gradient accumulation
+    distributed.check_cpu_processes(trainer)
     return dm, module, trainer
 
 
-def run(cfg: DictConfig) -> float:
-    """Train and evaluate; returns the validation perplexity (the value a sweeper minimises)."""
+def run(cfg: DictConfig) -> float | None:
+    """Train and evaluate; returns the validation perplexity (the value a sweeper minimises). The W&B run is
+    closed after every job, also a failed one. In a multirun a failed job is recorded in its result.json and
+    returns None (an Optuna trial counts as failed), so the other jobs still run; the Sweep callback
+    (hydra_callbacks.py) lists every job at the end and exits non-zero. A single run raises."""
+    failed = True
+    try:
+        value = train_and_evaluate(cfg)
+        failed = False
+        return value
+    except Exception as e:
+        job = hydra_job()
+        if job["output_dir"] and rank_zero_only.rank == 0:
+            write_result(job["output_dir"], "failed", overrides=job["overrides"], error=f"{type(e).__name__}: {e}")
+        if job["sweep_dir"] is None:
+            raise
+        log.exception("job failed: %s", " ".join(job["overrides"]))
+        return None
+    finally:
+        finish_wandb(failed)
+
+
+def train_and_evaluate(cfg: DictConfig) -> float:
+    """Fit, then validate and test; writes <output_dir>/result.json; returns the validation perplexity."""
+    check_override_types()  # trainer.max_steps=ten: one clear line now, not a TypeError later
+    if distributed.job_needs_own_process(cfg):  # a multirun job with several ranks: see distributed.py
+        return distributed.run_job_in_own_process()
+    resume.prepare(cfg)  # resume=true: ckpt_path = this run's last.ckpt; the W&B run id
     t0 = time.time()
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")
     dm, module, trainer = build(cfg)
+    log_config_to_wandb(trainer, cfg)
     trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
 
     # Final scores on the full splits, from the best checkpoint when one was written.
@@ -65,6 +110,9 @@ def run(cfg: DictConfig) -> float:
     test = trainer.test(module, datamodule=dm, ckpt_path=ckpt, verbose=False)[0]
     if trainer.is_global_zero:
         print_summary(cfg, module, trainer, val, test, ckpt, time.time() - t0)
+        tput = next((cb.tokens_per_sec for cb in trainer.callbacks if isinstance(cb, Throughput)), None)
+        write_result(cfg.paths.output_dir, "completed", {**val, **test}, overrides=hydra_job()["overrides"],
+                     steps=trainer.global_step, seconds=time.time() - t0, **{"perf/tokens_per_sec": tput})
     return val.get("val/ppl", float("nan"))
 
 

@@ -1,0 +1,84 @@
+"""Load a trained model back from a Lightning checkpoint written by train.py.
+
+    from gptlab.checkpoint import load_model
+    model = load_model("outputs/runs/gpt_micro/<time>/checkpoints/last.ckpt")   # a GPT in eval mode
+
+Checkpoints hold their hyper-parameters as plain dicts (see module.py), so they load with `weights_only=True`:
+opening a checkpoint never runs code from it, and a file that would is refused (checkpoint_io.load_checkpoint).
+Nothing named in a checkpoint is instantiated: the model is built from its plain config fields alone.
+"""
+
+import dataclasses
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from gptlab.checkpoint_io import load_checkpoint
+from gptlab.errors import GptlabError
+from gptlab.model import GPT, GPTConfig
+from gptlab.module import GPTLitModule
+
+
+def load_module(ckpt_path, map_location="cpu") -> GPTLitModule:
+    """The GPTLitModule saved in `ckpt_path`, weights loaded, in eval mode (compilation off)."""
+    path = _existing(ckpt_path)
+    ckpt = load_checkpoint(path, map_location)  # weights-only: a crafted file is refused with a clear error
+    try:
+        module = GPTLitModule(model=ckpt["hyper_parameters"]["model"], compile=False)  # no optimizer to build
+        module.load_state_dict(ckpt["state_dict"])
+    except Exception as e:  # a truncated file, another kind of checkpoint, mismatched weights
+        raise ValueError(f"ckpt_path={path} is not a gptlab checkpoint that can be loaded: {e}") from e
+    return module.eval()
+
+
+def load_model(ckpt_path, map_location="cpu") -> GPT:
+    """The GPT saved in `ckpt_path`, in eval mode."""
+    return load_module(ckpt_path, map_location).model
+
+
+# GPTConfig fields that decide the shapes of the weights: a checkpoint only fits a model that agrees on them
+SHAPE_FIELDS = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "bias", "tie_weights", "head",
+                "adaptive_cutoffs", "adaptive_div")
+
+
+def check_compatible(ckpt_path, model_config: dict, optimizer_config: dict | None = None) -> None:
+    """Raise a one-line error when `ckpt_path` is missing, unreadable, not a gptlab checkpoint, holds a model of
+    another shape than `model_config` (GPTConfig fields), or the state of another optimizer class than
+    `optimizer_config`'s: training on from it needs both to fit."""
+    path = _existing(ckpt_path)
+    ckpt = load_checkpoint(path, mmap=True)  # tensors stay on disk: only the hyper-parameters are read
+    saved = (ckpt.get("hyper_parameters") or {}).get("model")
+    if not isinstance(saved, dict):
+        raise GptlabError(f"ckpt_path={path} is not a gptlab checkpoint (it has no model hyper-parameters)")
+
+    defaults = dataclasses.asdict(GPTConfig())  # a field the file (or the config) lacks has its default
+    old, new = ({k: _plain(d.get(k, defaults[k])) for k in SHAPE_FIELDS} for d in (saved, model_config))
+    diffs = [f"{k}={old[k]} (this run: {new[k]})" for k in SHAPE_FIELDS if old[k] != new[k]]
+    if diffs:
+        raise GptlabError(f"ckpt_path={path} holds a model of another shape than this run's: {', '.join(diffs)}. "
+                          f"Use the model config it was trained with (its run's .hydra/config.yaml)")
+    was = ((ckpt.get("hyper_parameters") or {}).get("optimizer") or {}).get("_target_")
+    now = (optimizer_config or {}).get("_target_")
+    if was and now and was != now:
+        raise GptlabError(f"ckpt_path={path} holds the state of optimizer {was}, this run uses {now}: use the "
+                          f"optimizer it was trained with")
+
+
+def run_config(ckpt_path):
+    """The Hydra config of the training run that wrote `ckpt_path` (<run>/checkpoints/x.ckpt next to
+    <run>/.hydra/config.yaml), unresolved; None when it is not there."""
+    path = Path(ckpt_path).parent.parent / ".hydra" / "config.yaml"
+    return OmegaConf.load(path) if path.is_file() else None
+
+
+def _plain(value):
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def _existing(ckpt_path) -> Path:
+    if ckpt_path is None or str(ckpt_path).strip() == "":
+        raise ValueError("ckpt_path is required, e.g. ckpt_path=outputs/runs/<name>/<time>/checkpoints/last.ckpt")
+    path = Path(ckpt_path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt_path={path} does not exist or is not a file")
+    return path

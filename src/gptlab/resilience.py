@@ -1,0 +1,146 @@
+"""Callbacks that let a run survive being stopped, and stop it when training breaks down.
+
+- `ResumeCheckpoint`: writes <dirpath>/last.ckpt every N steps and/or minutes, at the end of training, and when
+  SIGTERM arrives (preemption); then the run exits with code 143, ready for `resume=true`.
+- `StepSeed`: reseeds the random generators from (seed, epoch, batch) before each training batch, so dropout in
+  a resumed run draws exactly what the uninterrupted run would have drawn.
+- `NanGuard`: a NaN or Inf loss stops training with an error naming the step, before the optimizer step, so no
+  checkpoint with broken weights is written; or, with action=skip, drops that batch's update and goes on.
+"""
+
+import logging
+import random
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from gptlab.errors import GptlabError
+
+log = logging.getLogger(__name__)
+
+SIGTERM_EXIT_CODE = 143  # 128 + SIGTERM, what a shell reports for a process ended by SIGTERM
+
+
+class ResumeCheckpoint(L.Callback):
+    """Keeps `dirpath/filename` (default checkpoints/last.ckpt) up to date for resuming: after every
+    `every_n_train_steps` optimizer steps and/or every `every_n_minutes` of training (either may be None), at the
+    end of training, and on SIGTERM. After SIGTERM, Lightning stops at the end of the batch; this callback saves
+    then, prints one line saying how to resume, and makes the process exit with code 143."""
+
+    def __init__(self, dirpath, filename: str = "last.ckpt", every_n_train_steps: int | None = None,
+                 every_n_minutes: float | None = None):
+        if every_n_train_steps is not None and every_n_train_steps <= 0:
+            raise ValueError(f"every_n_train_steps must be a positive number of steps or null, got "
+                             f"{every_n_train_steps}")
+        if every_n_minutes is not None and every_n_minutes <= 0:
+            raise ValueError(f"every_n_minutes must be positive or null, got {every_n_minutes}")
+        self.path = Path(dirpath) / filename
+        self.every_n_train_steps, self.every_n_minutes = every_n_train_steps, every_n_minutes
+        self._saved_step, self._last_time = None, time.monotonic()
+
+    def on_train_start(self, trainer, pl_module):
+        self._saved_step, self._last_time = trainer.global_step, time.monotonic()  # just loaded, or step 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        step = trainer.global_step
+        if step == self._saved_step:
+            return
+        due = bool(self.every_n_train_steps) and step % self.every_n_train_steps == 0
+        due |= bool(self.every_n_minutes) and time.monotonic() - self._last_time >= 60 * self.every_n_minutes
+        due |= trainer.received_sigterm
+        # every rank must take part in a save: decide together (clocks and signals differ between ranks)
+        if trainer.strategy.reduce_boolean_decision(due, all=False):
+            self._save(trainer)
+
+    def on_train_end(self, trainer, pl_module):
+        if trainer.global_step != self._saved_step:
+            self._save(trainer)
+
+    def on_exception(self, trainer, pl_module, exception):
+        if not isinstance(exception, SIGTERMException):
+            return
+        fitting = trainer.state.fn == "fit"
+        if fitting and trainer.global_step != self._saved_step:  # SIGTERM during validation
+            self._save(trainer)
+        if trainer.is_global_zero:
+            done = f"saved {self.path} at step {trainer.global_step}" if fitting else "training had finished"
+            print(f"gptlab: stopped by SIGTERM; {done}. Run the same command with resume=true to continue.",
+                  file=sys.stderr, flush=True)
+        exception.code = SIGTERM_EXIT_CODE  # a SystemExit: the process ends with this code
+
+    def _save(self, trainer):
+        if trainer.fast_dev_run:  # a smoke test writes no checkpoints, like Lightning's own
+            return
+        trainer.save_checkpoint(self.path, weights_only=False)  # the full state: optimizer, loops, callbacks
+        self._saved_step, self._last_time = trainer.global_step, time.monotonic()
+
+
+def step_seed(seed: int, epoch: int, batch_idx: int, rank: int) -> int:
+    """A 63-bit seed for one training batch of one process."""
+    mixed = seed
+    for part in (epoch, batch_idx, rank):
+        mixed = (mixed * 6364136223846793005 + part + 1442695040888963407) % (1 << 63)
+    return mixed
+
+
+class StepSeed(L.Callback):
+    """Before each training batch, seed torch (CPU and CUDA), numpy and random from (seed, epoch, batch, rank):
+    the randomness of a batch then depends on nothing that happened before it, so a resumed run is exact."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        s = step_seed(self.seed, trainer.current_epoch, batch_idx, trainer.global_rank)
+        torch.manual_seed(s)
+        np.random.seed(s % (1 << 32))
+        random.seed(s)
+
+
+class NonFiniteLossError(GptlabError):
+    pass
+
+
+class NanGuard(L.Callback):
+    """Watches the training loss. action="stop": a NaN or Inf loss raises NonFiniteLossError naming the step,
+    before the optimizer step (so the weights and the checkpoints on disk stay good). action="skip": that step's
+    update is dropped (the gradients are cleared, so the optimizer leaves weights and state alone; the schedule
+    still advances), with a warning, and training goes on. `inject_at_step` (for tests) turns the loss of that
+    step (1-based) into NaN."""
+
+    def __init__(self, action: str = "stop", inject_at_step: int | None = None):
+        if action not in ("stop", "skip"):
+            raise ValueError(f"NanGuard action must be 'stop' or 'skip', got {action!r}")
+        self.action, self.inject_at_step = action, inject_at_step
+        self.skipped_steps: list[int] = []
+        self._bad = None
+
+    def on_before_backward(self, trainer, pl_module, loss):
+        if self.inject_at_step is not None and trainer.global_step + 1 == self.inject_at_step:
+            loss.mul_(float("nan"))  # NaN loss and NaN gradients, like a real blow-up
+        bad = ~torch.isfinite(loss.detach()).all()
+        self._bad = bad if self._bad is None else self._bad | bad  # accumulated micro-batches
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        bad = self._bad is not None and bool(self._bad)
+        self._bad = None
+        if not trainer.strategy.reduce_boolean_decision(bad, all=False):  # a NaN on any rank counts
+            return
+        step = trainer.global_step + 1
+        where = f"step {step} (epoch {trainer.current_epoch}, batch {trainer.fit_loop.epoch_loop.batch_idx})"
+        if self.action == "stop":
+            raise NonFiniteLossError(
+                f"training loss is NaN or Inf at {where}; stopped before the optimizer step, so the weights are "
+                f"not updated and the checkpoints already written are kept. Lower optimizer.lr, check "
+                f"trainer.gradient_clip_val or trainer.precision, or set callbacks.nan_guard.action=skip."
+            )
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                p.grad = None  # the optimizer skips parameters without a gradient
+        self.skipped_steps.append(step)
+        log.warning("NaN or Inf training loss at %s: update skipped (%d so far)", where, len(self.skipped_steps))

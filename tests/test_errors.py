@@ -1,0 +1,242 @@
+"""Bad input gets one line `error: ...` on stderr, exit code 2, no traceback, and overwrites nothing: one test per
+entry of the README's troubleshooting catalogue. Most run the real entry points (train.py, eval.py, generate.py)
+in this process, exactly as `python train.py ...` does after the interpreter starts; the last tests run them as
+real processes."""
+
+import re
+import runpy
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import REPO
+
+from gptlab.data import WikiText2DataModule
+from gptlab.errors import GptlabError, clear_errors, describe, format_error
+from gptlab.model import GPTConfig
+from gptlab.module import GPTLitModule
+from gptlab.sampler import resume_position
+
+
+def fails(capsys, monkeypatch, entry: str, *args: str) -> str:
+    """Run `python <entry>.py args...` in this process; check it fails cleanly; return its error line."""
+    monkeypatch.setattr(sys, "argv", [f"{entry}.py", *args])
+    with pytest.raises(SystemExit) as stop:
+        runpy.run_path(str(REPO / f"{entry}.py"), run_name="__main__")
+    err = capsys.readouterr().err
+    assert stop.value.code == 2, err[-3000:]
+    assert "Traceback" not in err and "Error executing job" not in err, err[-3000:]
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, err[-3000:]
+    return lines[0]
+
+
+@pytest.fixture
+def run_dir(tmp_path, token_cache_dir):
+    """hydra.run.dir and the shared token cache, for runs that get as far as building."""
+    return [f"hydra.run.dir={tmp_path / 'run'}", f"paths.cache_dir={token_cache_dir}"]
+
+
+def nano_checkpoint(path, **model):
+    """A checkpoint as train.py writes it (plain hyper-parameters and weights) of a small untrained model."""
+    module = GPTLitModule(model=GPTConfig(**{"block_size": 32, "n_layer": 2, "n_head": 2, "n_embd": 64, **model}))
+    torch.save({"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()}, path)
+    return path
+
+
+def test_unknown_override_key(capsys, monkeypatch, tmp_path):
+    line = fails(capsys, monkeypatch, "train", "trainer.max_step=5", f"hydra.run.dir={tmp_path / 'run'}")
+    assert line == "error: unknown config key 'trainer.max_step' (did you mean trainer.max_steps?)"
+    assert not (tmp_path / "run").exists()  # refused before anything is written
+
+
+def test_unknown_config_option(capsys, monkeypatch):
+    line = fails(capsys, monkeypatch, "train", "model=gpt_nanoo")
+    assert line.startswith("error: Could not find 'model/gpt_nanoo'; available: gpt2, ") and "gpt_nano" in line
+
+
+def test_wrong_value_type(capsys, monkeypatch, run_dir):
+    line = fails(capsys, monkeypatch, "train", "trainer.max_steps=ten", *run_dir)
+    assert re.fullmatch(r"error: trainer\.max_steps=ten: expected a number \(default: \d+\), got the string "
+                        r"'ten'", line)
+    line = fails(capsys, monkeypatch, "train", "data.splits=valid", *run_dir)
+    assert line == "error: data.splits=valid: expected a list, e.g. [a,b] (default: ['train', 'valid', 'test']), got " \
+                   "the string 'valid'"
+
+
+def test_negative_learning_rate(capsys, monkeypatch, run_dir):
+    line = fails(capsys, monkeypatch, "train", "model=gpt_nano", "optimizer.lr=-0.001", *run_dir)
+    assert line == "error: the optimizer or scheduler config is invalid: Invalid learning rate: -0.001"
+
+
+def test_n_embd_not_divisible_by_n_head(capsys, monkeypatch, run_dir):
+    line = fails(capsys, monkeypatch, "train", "model=gpt_nano", "model.n_embd=65", *run_dir)
+    assert line == "error: model.n_embd (65) must be divisible by model.n_head (2)"
+
+
+def test_eval_block_size_larger_than_the_models(capsys, monkeypatch, run_dir, tmp_path):
+    line = fails(capsys, monkeypatch, "train", "model=gpt_nano", "data.block_size=256", *run_dir)
+    assert line == ("error: data.block_size=256 is larger than model.block_size=128: the model has no positions "
+                    "past 128. Leave data.block_size at its default (${model.block_size})")
+    ckpt = nano_checkpoint(tmp_path / "nano.ckpt")
+    line = fails(capsys, monkeypatch, "eval", f"ckpt_path={ckpt}", "data.block_size=512",
+                 f"hydra.run.dir={tmp_path / 'eval'}")
+    assert line.startswith("error: data.block_size=512 is larger than model.block_size=32: ")
+
+
+def test_16_mixed_precision_on_cpu(capsys, monkeypatch, run_dir):
+    line = fails(capsys, monkeypatch, "train", "model=gpt_nano", "trainer.accelerator=cpu",
+                 "trainer.precision=16-mixed", *run_dir)
+    assert line == ("error: trainer.precision=16-mixed (float16 mixed precision) needs a CUDA GPU; on CPU use "
+                    "32-true, or bf16-mixed")
+
+
+def test_more_devices_than_exist(capsys, monkeypatch, run_dir):
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    line = fails(capsys, monkeypatch, "train", "model=gpt_nano", "trainer.accelerator=gpu",
+                 f"trainer.devices={gpus + 1}", *run_dir)
+    if gpus == 0:
+        assert line == ("error: trainer.accelerator=gpu but this machine has no CUDA GPU: use "
+                        "trainer.accelerator=auto or cpu")
+    else:
+        assert line.startswith(f"error: trainer.devices={gpus + 1} asks for {gpus + 1} GPUs but this machine "
+                               f"has {gpus}")
+
+
+def test_data_missing_offline(capsys, monkeypatch, tmp_path):
+    # the download is tried (a local port that refuses connections, as offline) and fails
+    url = "http://127.0.0.1:9/wikitext-2-v1.zip"
+    monkeypatch.setattr(sys, "argv", ["train.py", "model=gpt_nano", f"paths.data_dir={tmp_path / 'data'}",
+                                      f"paths.cache_dir={tmp_path / 'cache'}", f"data.urls=[{url}]",
+                                      f"hydra.run.dir={tmp_path / 'run'}"])
+    with pytest.raises(SystemExit) as stop:
+        runpy.run_path(str(REPO / "train.py"), run_name="__main__")
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "Traceback" not in err
+    error = err[err.index("error: "):].splitlines()
+    assert error[0].startswith("error: WikiText-2 (tokens) split(s) train, valid, test not found (looked in ")
+    assert error[1:3] == ["  Download attempts:", f"  {url}: URLError: <urlopen error [Errno 111] Connection refused>"]
+    assert any("GPTLAB_DATA_DIR" in line for line in error[3:])  # and how to fix it
+
+
+def test_data_file_with_wrong_sha256(capsys, monkeypatch, tmp_path, data_dir):
+    wt = tmp_path / "data" / "wikitext-2"
+    wt.mkdir(parents=True)
+    for split in ("train", "valid", "test"):
+        shutil.copy(data_dir / "wikitext-2" / f"wiki.{split}.tokens", wt)
+    bad = wt / "wiki.valid.tokens"
+    bad.write_bytes(bad.read_bytes() + b" tampered\n")
+    content = bad.read_bytes()
+    line = fails(capsys, monkeypatch, "train", "model=gpt_nano", f"paths.data_dir={tmp_path / 'data'}",
+                 f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert line.startswith(f"error: {bad} has sha256 ") and "expected f0737ed31fc1329026e95cb8b98e19c2a1" in line
+    assert "it was left untouched" in line
+    assert bad.read_bytes() == content
+
+
+def test_corrupt_token_cache_is_rebuilt_with_a_warning(tmp_path):
+    dm = WikiText2DataModule(cache_dir=tmp_path, splits=["valid"], download=False)
+    ids = dm.ids("valid").copy()
+    (npy,) = tmp_path.glob("*valid*.npy")
+    data = bytearray(npy.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte
+    npy.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match=r"Token cache .* is unusable \(sha256 of the ids does not match the "
+                                         r"sidecar\); rebuilding it"):
+        rebuilt = WikiText2DataModule(cache_dir=tmp_path, splits=["valid"], download=False).ids("valid")
+    assert (rebuilt == ids).all()
+
+
+def test_ckpt_path_that_does_not_exist(capsys, monkeypatch, run_dir, tmp_path):
+    missing = tmp_path / "nope.ckpt"
+    line = fails(capsys, monkeypatch, "train", "model=gpt_nano", f"ckpt_path={missing}", *run_dir)
+    assert line == f"error: ckpt_path={missing} does not exist or is not a file"
+    line = fails(capsys, monkeypatch, "eval", f"ckpt_path={missing}", f"hydra.run.dir={tmp_path / 'eval'}")
+    assert line == f"error: ckpt_path={missing} does not exist or is not a file"
+
+
+def test_checkpoint_of_an_incompatible_model(capsys, monkeypatch, run_dir, tmp_path):
+    ckpt = nano_checkpoint(tmp_path / "nano.ckpt")
+    before = ckpt.read_bytes()
+    line = fails(capsys, monkeypatch, "train", "model=gpt_nano", f"ckpt_path={ckpt}", *run_dir)
+    assert line == (f"error: ckpt_path={ckpt} holds a model of another shape than this run's: block_size=32 (this "
+                    f"run: 128). Use the model config it was trained with (its run's .hydra/config.yaml)")
+    assert ckpt.read_bytes() == before
+
+
+def test_empty_prompt(capsys, monkeypatch, tmp_path):
+    line = fails(capsys, monkeypatch, "generate", f"ckpt_path={tmp_path / 'x.ckpt'}", "prompt=''",
+                 f"hydra.run.dir={tmp_path / 'gen'}")
+    assert line == 'error: prompt is empty: give some text to continue, e.g. prompt="The history of"'
+
+
+def test_malformed_task_jsonl(capsys, monkeypatch, tmp_path):
+    bad = tmp_path / "qa.jsonl"
+    bad.write_text('{"input": "Who wrote Hamlet?", "reference": "Shakespeare"}\n{"input": "What is 2+2?", \n')
+    line = fails(capsys, monkeypatch, "generate", f"ckpt_path={tmp_path / 'x.ckpt'}", "task=qa",
+                 f"task_file={bad}", f"hydra.run.dir={tmp_path / 'gen'}")
+    assert line.startswith(f"error: {bad}, line 2: not valid JSON (")
+
+
+def test_bad_input_on_resume_overwrites_nothing(capsys, monkeypatch, tmp_path, token_cache_dir):
+    """A bad override given when resuming an existing run fails before touching its checkpoint or config."""
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / ".hydra").mkdir()
+    ckpt, config = tmp_path / "checkpoints" / "last.ckpt", tmp_path / ".hydra" / "config.yaml"
+    ckpt.write_bytes(b"the checkpoint of a long run")
+    config.write_text("the config it was started with\n")
+    line = fails(capsys, monkeypatch, "train", "model=gpt_nano", "optimizer.lr=-0.001", "resume=true",
+                 f"hydra.run.dir={tmp_path}", f"paths.cache_dir={token_cache_dir}")
+    assert line == "error: the optimizer or scheduler config is invalid: Invalid learning rate: -0.001"
+    assert ckpt.read_bytes() == b"the checkpoint of a long run"
+    assert config.read_text() == "the config it was started with\n"
+
+
+# --- the error layer itself
+
+
+def test_unexpected_errors_keep_their_traceback():
+    @clear_errors
+    def broken():
+        return 1 / 0
+
+    with pytest.raises(ZeroDivisionError):
+        broken()
+    with pytest.raises(AttributeError) as bug:
+        resume_position(object())  # an operation inside gptlab failing is a bug, not a message for the user
+    assert describe(bug.value) is None
+    assert describe(GptlabError("x")) == "x"
+    assert format_error("first\nsecond\n") == "error: first\n  second"
+
+
+def test_hydra_full_error_shows_the_whole_story(monkeypatch):
+    from hydra.errors import ConfigCompositionException
+
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    monkeypatch.setattr(sys, "argv", ["train.py", "trainer.max_step=5"])
+    with pytest.raises(ConfigCompositionException):  # raised as it is: Python prints its traceback
+        runpy.run_path(str(REPO / "train.py"), run_name="__main__")
+
+
+# --- real processes
+
+
+def run_entry(*args):
+    return subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_a_real_process_prints_only_the_error_line_and_exits_2(tmp_path, token_cache_dir):
+    proc = run_entry("model=gpt_nano", "optimizer.lr=-0.001", f"hydra.run.dir={tmp_path}",
+                     f"paths.cache_dir={token_cache_dir}")
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "Error executing job" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()  # Lightning's "Seed set to 1337" may come before it
+    assert lines[-1] == "error: the optimizer or scheduler config is invalid: Invalid learning rate: -0.001"
+    assert sum(line.startswith("error") for line in lines) == 1
+
+    proc = run_entry("trainer.max_step=5", f"hydra.run.dir={tmp_path / 'typo'}")  # composition: nothing else
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: unknown config key 'trainer.max_step' (did you mean trainer.max_steps?)"

@@ -1,0 +1,56 @@
+"""A NaN training loss (injected at a chosen step) stops training with one line naming the step, keeping the last
+good checkpoint; with nan_guard.action=skip that step's update is dropped and training goes on."""
+
+import math
+import runpy
+import sys
+
+import lightning as L
+import pytest
+import torch
+from conftest import REPO
+from hydra import compose, initialize_config_dir
+
+from gptlab.checkpoint_io import load_checkpoint
+from gptlab.resilience import NanGuard
+from gptlab.train import build
+
+RUN = [
+    "model=gpt_nano", "model.block_size=32", "data.batch_size=2", "trainer.max_steps=7", "trainer.max_time=null",
+    "+trainer.limit_train_batches=4", "trainer.limit_val_batches=0", "callbacks.progress_bar=null",
+    "callbacks.sample_text=null", "callbacks.model_checkpoint=null",
+    "callbacks.resume_checkpoint.every_n_train_steps=3", "callbacks.nan_guard.inject_at_step=5",
+]
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(capsys, monkeypatch, tmp_path,
+                                                                          token_cache_dir):
+    monkeypatch.setattr(sys, "argv", ["train.py", *RUN, f"hydra.run.dir={tmp_path}",
+                                      f"paths.cache_dir={token_cache_dir}"])
+    with pytest.raises(SystemExit) as stop:
+        runpy.run_path(str(REPO / "train.py"), run_name="__main__")
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "Traceback" not in err
+    (line,) = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert line.startswith("error: training loss is NaN or Inf at step 5 (epoch 1, batch 0); stopped before the "
+                           "optimizer step, so the weights are not updated and the checkpoints already written are "
+                           "kept.")
+    ckpt = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    assert ckpt["global_step"] == 3
+    assert all(torch.isfinite(w).all() for w in ckpt["state_dict"].values())
+
+
+def test_nan_loss_with_skip_drops_that_update_and_goes_on(tmp_path, token_cache_dir):
+    with initialize_config_dir(str(REPO / "conf"), version_base=None):
+        cfg = compose("train", overrides=[*RUN, "callbacks.nan_guard.action=skip", f"paths.output_dir={tmp_path}",
+                                          f"paths.cache_dir={token_cache_dir}", "name=nan-test"])
+    L.seed_everything(cfg.seed)
+    dm, module, trainer = build(cfg)
+    trainer.fit(module, datamodule=dm)
+    (guard,) = [cb for cb in trainer.callbacks if isinstance(cb, NanGuard)]
+    assert guard.skipped_steps == [5]
+    assert trainer.global_step == 7
+    assert all(torch.isfinite(p).all() for p in module.parameters())
+    state = trainer.optimizers[0].state
+    assert {int(s["step"]) for s in state.values()} == {6}  # 7 steps, one of them without an update
+    assert math.isfinite(trainer.callback_metrics["train/loss"])

@@ -1,0 +1,274 @@
+"""Resuming: a run killed (SIGKILL) or preempted (SIGTERM) at an arbitrary step and run again with resume=true
+ends with the same weights and optimizer state, bit for bit, as a run that was never interrupted."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from conftest import REPO, run_train
+from hydra import compose, initialize_config_dir
+
+from gptlab import resume
+from gptlab.checkpoint_io import load_checkpoint, save_atomic
+from gptlab.sampler import ResumableSampler
+from gptlab.train import build
+
+# Epochs of 4 batches, last.ckpt every 3 steps: resumes land mid-epoch and at epoch ends. Dropout on, so the
+# random state matters; deterministic algorithms and one thread, so that reruns can be compared bit for bit; no
+# time budget, which would make the learning-rate schedule depend on the wall clock.
+RUN = [
+    "model=gpt_nano", "model.block_size=32", "model.dropout=0.1", "data.batch_size=2", "trainer.max_steps=12",
+    "trainer.max_time=null",
+    "+trainer.limit_train_batches=4", "trainer.val_check_interval=8", "trainer.limit_val_batches=1",
+    "final_limit_batches=1", "trainer.deterministic=true", "callbacks.progress_bar=null", "callbacks.sample_text=null",
+    "callbacks.resume_checkpoint.every_n_train_steps=3", "callbacks.resume_checkpoint.every_n_minutes=null",
+    "callbacks.model_checkpoint=null",
+]
+LONG_RUN = [*RUN, "trainer.max_steps=21"]  # room for a kill, a resume, a preemption and a second resume
+ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def start_train(run_dir: Path, *overrides: str, cache_dir: Path) -> subprocess.Popen:
+    """`python train.py` in the background, its output (stdout and stderr) going to a file: see `output`."""
+    env = {**os.environ, **ENV, "GPTLAB_CACHE_DIR": str(cache_dir)}
+    cmd = [sys.executable, str(REPO / "train.py"), f"hydra.run.dir={run_dir}", *overrides]
+    log = open(run_dir.parent / f"{run_dir.name}-{time.monotonic_ns()}.log", "w+")
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    proc.log = log
+    return proc
+
+
+def output(proc: subprocess.Popen) -> str:
+    proc.log.seek(0)
+    return proc.log.read()
+
+
+def train(run_dir: Path, *overrides: str, cache_dir: Path):
+    os.environ.update(ENV)  # run_train passes os.environ on
+    try:
+        return run_train(run_dir, *overrides, cache_dir=cache_dir)
+    finally:
+        for key in ENV:
+            os.environ.pop(key, None)
+
+
+def wait_for_saves(proc: subprocess.Popen, ckpt: Path, saves: int, timeout: float = 240) -> None:
+    """Wait until `ckpt` has been written `saves` times (each atomic write is a new inode)."""
+    seen, deadline = set(), time.monotonic() + timeout
+    while len(seen) < saves:
+        assert proc.poll() is None, f"the run ended early ({proc.returncode}):\n{output(proc)[-3000:]}"
+        assert time.monotonic() < deadline, "no checkpoint in time"
+        try:
+            seen.add(ckpt.stat().st_ino)
+        except FileNotFoundError:
+            pass
+        time.sleep(0.01)
+
+
+def assert_same_state(a: Path, b: Path, steps: int) -> None:
+    ca, cb = load_checkpoint(a), load_checkpoint(b)
+    assert ca["global_step"] == cb["global_step"] == steps
+    assert ca["state_dict"].keys() == cb["state_dict"].keys()
+    for k in ca["state_dict"]:
+        assert torch.equal(ca["state_dict"][k], cb["state_dict"][k]), f"weights differ: {k}"
+    sa, sb = ca["optimizer_states"][0]["state"], cb["optimizer_states"][0]["state"]
+    assert sa.keys() == sb.keys()
+    for p in sa:
+        for k in sa[p]:
+            assert torch.equal(sa[p][k], sb[p][k]), f"optimizer state differs: param {p} {k}"
+    assert ca["lr_schedulers"] == cb["lr_schedulers"]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, token_cache_dir):
+    """reference(*overrides) starts the uninterrupted run in the background (once per overrides) and returns a
+    function that waits for it and gives its last.ckpt."""
+    runs = {}
+
+    def start(*overrides):
+        if overrides not in runs:
+            run_dir = tmp_path_factory.mktemp("reference")
+            runs[overrides] = start_train(run_dir, *overrides, cache_dir=token_cache_dir), run_dir
+        proc, run_dir = runs[overrides]
+
+        def last_ckpt() -> Path:
+            assert proc.wait(timeout=600) == 0, output(proc)[-3000:]
+            return run_dir / "checkpoints" / "last.ckpt"
+
+        return last_ckpt
+
+    yield start
+    for proc, _ in runs.values():
+        proc.kill()
+        proc.wait()
+
+
+def kill_after_saves(run_dir: Path, *overrides: str, saves: int, cache_dir: Path) -> int:
+    """Start a run, SIGKILL it at a random moment after its checkpoint was written `saves` times (mid-step,
+    mid-save or between checkpoints); return the step of the last.ckpt it left."""
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    proc = start_train(run_dir, *overrides, cache_dir=cache_dir)
+    try:
+        wait_for_saves(proc, ckpt, saves=saves)
+        time.sleep(random.uniform(0.0, 0.5))
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    return load_checkpoint(ckpt)["global_step"]  # a complete file, wherever the kill landed
+
+
+def test_run_killed_mid_training_resumes_to_identical_weights(tmp_path, token_cache_dir, reference):
+    finished = reference(*RUN)
+    killed_at = kill_after_saves(tmp_path, *RUN, saves=2, cache_dir=token_cache_dir)
+    assert 6 <= killed_at < 12
+    proc = train(tmp_path, *RUN, "resume=true", cache_dir=token_cache_dir)
+    assert f"Resuming {tmp_path}" in proc.stdout + proc.stderr
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    assert not list(ckpt.parent.glob(".*.tmp"))  # a temp file left by a kill mid-save is gone
+    assert_same_state(ckpt, finished(), steps=12)
+
+
+@pytest.mark.slow
+def test_run_killed_then_preempted_resumes_to_identical_weights(tmp_path, token_cache_dir, reference):
+    finished = reference(*LONG_RUN)
+    killed_at = kill_after_saves(tmp_path, *LONG_RUN, saves=2, cache_dir=token_cache_dir)
+    assert 6 <= killed_at < 21
+
+    # resumed, then SIGTERM (preemption) after its next checkpoint: it saves, says how to resume, exits 143
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    proc = start_train(tmp_path, *LONG_RUN, "resume=true", cache_dir=token_cache_dir)
+    try:
+        wait_for_saves(proc, ckpt, saves=2)  # the file it resumed from, then its first save
+        time.sleep(random.uniform(0.0, 0.5))
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    finally:
+        proc.kill()
+    out = output(proc)
+    assert proc.returncode == 143, out[-3000:]
+    assert f"Resuming {tmp_path}" in out
+    assert "Traceback" not in out
+    step = load_checkpoint(ckpt)["global_step"]
+    assert f"stopped by SIGTERM; saved {ckpt} at step {step}. Run the same command with resume=true" in out
+    assert killed_at < step < 21
+
+    train(tmp_path, *LONG_RUN, "resume=true", cache_dir=token_cache_dir)
+    assert not list(ckpt.parent.glob(".*.tmp"))
+    assert_same_state(ckpt, finished(), steps=21)
+
+
+class SigtermAtStep(L.Callback):
+    """Sends this process a real SIGTERM at the end of training step `step`, as a cluster's preemption would."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def fit_in_process(out_dir: Path, cache_dir: Path, *overrides: str, callbacks=()):
+    with initialize_config_dir(str(REPO / "conf"), version_base=None):
+        cfg = compose("train", overrides=[*RUN, f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}",
+                                          "name=resume-test", *overrides])
+    L.seed_everything(cfg.seed)
+    dm, module, trainer = build(cfg)
+    trainer.callbacks[0:0] = list(callbacks)  # before ResumeCheckpoint, which sees the signal the same step
+    trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path)
+    return out_dir / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture
+def deterministic_torch():
+    yield
+    torch.use_deterministic_algorithms(False)  # Lightning turned it on for the whole process
+
+
+def test_preempted_run_resumes_mid_epoch_to_identical_weights(tmp_path, token_cache_dir, deterministic_torch):
+    """In this process, a SIGTERM placed exactly: at step 5 (the second batch of the second epoch); resumed from
+    the checkpoint it saved, the run ends as an uninterrupted one."""
+    short = "trainer.max_steps=8"
+    reference = fit_in_process(tmp_path / "reference", token_cache_dir, short)
+    with pytest.raises(SystemExit) as stop:
+        fit_in_process(tmp_path / "run", token_cache_dir, short, callbacks=[SigtermAtStep(5)])
+    assert stop.value.code == 143
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert load_checkpoint(ckpt)["global_step"] == 5
+    assert fit_in_process(tmp_path / "run", token_cache_dir, short, f"ckpt_path={ckpt}") == ckpt
+    assert_same_state(ckpt, reference, steps=8)
+
+
+def test_resumed_sampler_continues_the_interrupted_order():
+    data = list(range(103))
+    full = ResumableSampler(data, seed=7)
+    epochs = [list(full) for _ in range(2)]  # a new iteration is the next epoch
+    assert sorted(epochs[0]) == data and epochs[0] != epochs[1]
+
+    resumed = ResumableSampler(data, seed=7)
+    resumed.resume_at(epoch=1, samples=40)
+    assert list(resumed) == epochs[1][40:]
+    assert len(resumed) == 103  # Lightning counts the resumed epoch from its start
+    resumed.set_epoch(1)
+    assert list(resumed) == epochs[1]  # the skip applies once
+
+    ranks = [ResumableSampler(data, seed=7, num_replicas=2, rank=r) for r in (0, 1)]
+    shares = [list(s) for s in ranks]
+    assert len(shares[0]) == len(shares[1]) == 51 and not set(shares[0]) & set(shares[1])
+
+
+def test_a_failed_save_leaves_the_previous_checkpoint_intact(tmp_path):
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("disk full")  # fails half-way through writing
+
+    path = tmp_path / "last.ckpt"
+    save_atomic({"step": 1, "w": torch.ones(3)}, path)
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_atomic({"step": 2, "w": torch.zeros(1000), "x": Unpicklable()}, path)
+    assert load_checkpoint(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_resume_finds_the_run_with_the_newest_checkpoint(tmp_path):
+    base = tmp_path / "outputs" / "runs" / "my_run"
+    assert resume.run_dir(str(base), "2025-01-03_00-00-00", True) == str(base / "2025-01-03_00-00-00")  # none yet
+    for name, mtime in [("2025-01-01_00-00-00", 2000), ("2025-01-02_00-00-00", 1000)]:
+        (base / name / "checkpoints").mkdir(parents=True)
+        (base / name / "checkpoints" / "last.ckpt").write_bytes(b"")
+        os.utime(base / name / "checkpoints" / "last.ckpt", (mtime, mtime))
+    (base / "2025-01-02_12-00-00").mkdir()  # a run that failed before its first checkpoint
+    assert resume.run_dir(str(base), "2025-01-03_00-00-00", True) == str(base / "2025-01-01_00-00-00")
+    assert resume.run_dir(str(base), "2025-01-03_00-00-00", False) == str(base / "2025-01-03_00-00-00")
+    run = base / "2025-01-01_00-00-00"
+    assert resume.config_subdir(str(run), "t") == ".hydra"
+    (run / ".hydra").mkdir()
+    (run / ".hydra" / "config.yaml").write_text("seed: 1\n")
+    assert resume.config_subdir(str(run), "t") == ".hydra/resumed-t"  # the first config is kept
+
+
+def test_resuming_continues_the_same_wandb_run(tmp_path):
+    def prepared(*overrides):
+        with initialize_config_dir(str(REPO / "conf"), version_base=None):
+            cfg = compose("train", overrides=["logger=wandb", f"paths.output_dir={tmp_path}", "name=x", *overrides])
+        resume.prepare(cfg)
+        return cfg
+
+    first = prepared()
+    run_id = first.logger.wandb.id
+    assert len(run_id) == 8 and first.ckpt_path is None
+    assert (tmp_path / "wandb_run_id").read_text().strip() == run_id
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
+    again = prepared("resume=true")
+    assert again.ckpt_path == str(tmp_path / "checkpoints" / "last.ckpt")
+    assert again.logger.wandb.id == run_id and again.logger.wandb.resume == "allow"
+    assert prepared().logger.wandb.id != run_id  # not resuming: a new W&B run
