@@ -48,7 +48,11 @@ def build(cfg: DictConfig):
     model_cfg = instantiate(cfg.model, _convert_="all")
     model_cfg.vocab_size = dm.vocab_size  # the tokenizer decides
     checks.check_data_fits_model(dm.block_size, model_cfg.block_size)
-    module = GPTLitModule(model=model_cfg, optimizer=cfg.optimizer, scheduler=cfg.get("scheduler"),
+    scheduler = cfg.get("scheduler")
+    if scheduler is not None and cfg.trainer.get("deterministic") and scheduler.get("max_time"):
+        # a deterministic run cannot follow the wall clock: its LR schedule goes by steps alone
+        scheduler = OmegaConf.merge(scheduler, {"max_time": None})
+    module = GPTLitModule(model=model_cfg, optimizer=cfg.optimizer, scheduler=scheduler,
                           compile=cfg.get("compile", False))
     checks.check_optimizer(module)
     if cfg.get("ckpt_path"):
