@@ -9,6 +9,7 @@ need padding) in seconds."""
 import csv
 import math
 import os
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -210,7 +211,9 @@ def test_slurm_launcher_config_asks_for_one_task_per_device_on_each_node():
     assert (launcher.params["nodes"], launcher.params["tasks_per_node"], launcher.params["gpus_per_node"]) == (2, 4, 4)
 
 
-def test_multirun_job_reruns_as_a_single_run_of_its_own_overrides(tmp_path):
+def test_multirun_job_reruns_as_a_single_run_of_its_own_overrides(tmp_path, monkeypatch):
+    # as when a user runs `python train.py -m ...` (under `python -m pytest`, __main__ is a module)
+    monkeypatch.setattr(sys.modules["__main__"], "__spec__", None)
     cfg = compose_train("seed=2", "trainer.devices=2", hydra=True)
     hc = cfg.hydra
     OmegaConf.set_readonly(hc, False)
