@@ -26,11 +26,10 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from gptlab import token_cache, wikitext
+from gptlab.loss import IGNORE_INDEX  # padding and context-only positions of eval windows
 from gptlab.sampler import ResumableSampler, resume_position
 from gptlab.token_cache import SplitStats
 from gptlab.tokenizer import Tokenizer
-
-IGNORE_INDEX = -100  # target value that cross_entropy skips: padding and context-only positions of eval windows
 
 
 class TrainWindows(Dataset):
