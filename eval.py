@@ -1,10 +1,14 @@
 """Evaluate a trained GPT on WikiText-2: `python eval.py ckpt_path=<checkpoint> [split=both] [stride=64]`
 (see conf/eval.yaml)."""
 
-import hydra
+from gptlab.startup import fast_malloc
 
-from gptlab.errors import clear_errors
-from gptlab.evaluate import run
+fast_malloc()  # first: restarts Python once with malloc settings that spare page faults (gptlab/startup.py)
+
+import hydra  # noqa: E402
+
+from gptlab.errors import clear_errors  # noqa: E402
+from gptlab.evaluate import run  # noqa: E402
 
 
 @clear_errors  # bad input: one line `error: ...`, exit code 2

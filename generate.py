@@ -1,10 +1,14 @@
 """Generate text with a trained GPT: `python generate.py ckpt_path=<checkpoint> prompt="The history of"`; without a
 prompt, one prompt per line from stdin; `task=qa task_file=<jsonl>` scores a task (see conf/generate.yaml)."""
 
-import hydra
+from gptlab.startup import fast_malloc
 
-from gptlab.errors import clear_errors
-from gptlab.generate import run
+fast_malloc()  # first: restarts Python once with malloc settings that spare page faults (gptlab/startup.py)
+
+import hydra  # noqa: E402
+
+from gptlab.errors import clear_errors  # noqa: E402
+from gptlab.generate import run  # noqa: E402
 
 
 @clear_errors  # bad input: one line `error: ...`, exit code 2

@@ -1,9 +1,13 @@
 """Train a GPT on WikiText-2: `python train.py model=gpt_mini trainer.devices=4` (see conf/train.yaml)."""
 
-import hydra
+from gptlab.startup import fast_malloc
 
-from gptlab.errors import clear_errors
-from gptlab.train import run
+fast_malloc()  # first: restarts Python once with malloc settings that spare page faults (gptlab/startup.py)
+
+import hydra  # noqa: E402
+
+from gptlab.errors import clear_errors  # noqa: E402
+from gptlab.train import run  # noqa: E402
 
 
 @clear_errors  # bad input: one line `error: ...`, exit code 2

@@ -85,12 +85,40 @@ def test_score_agrees_with_the_logits(head):
     y[0, :5] = IGNORE_INDEX
     logits, _ = model(idx)
     ref = F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
-    nll, count, preds = model.score(idx, y)
+    nll, count, correct = model.score(idx, y)
     assert count.item() == 43
     torch.testing.assert_close(nll.float(), ref, rtol=1e-4, atol=1e-4)
-    assert torch.equal(preds, logits.flatten(0, 1).argmax(-1))
+    assert torch.equal(correct, (logits.flatten(0, 1).argmax(-1) == y.flatten()) & (y.flatten() != IGNORE_INDEX))
     _, loss = model(idx, y)
     torch.testing.assert_close(loss, ref / 43, rtol=1e-4, atol=1e-4)
+
+
+def test_adaptive_score_finds_predictions_in_the_tail_clusters():
+    # score() never makes the full log-probabilities: check it against them where the best token is often rare
+    torch.manual_seed(1)
+    model = tiny(head="adaptive", adaptive_cutoffs=[10, 40]).eval()
+    with torch.no_grad():
+        model.lm_head.head.weight[10:] *= 30  # the two cluster rows: clusters often beat every frequent token
+        for tail in model.lm_head.tail:
+            tail[1].weight *= 30  # and a clear best token inside each cluster
+    model.set_vocab_order(torch.randint(0, 1000, (97,)))
+    idx = torch.randint(0, 97, (8, 16))
+    logits, _ = model(idx)
+    expected = logits.flatten(0, 1).argmax(-1)
+    ranks = model.vocab_rank[expected]
+    assert (ranks >= 10).sum() > 20 and (ranks >= 40).sum() > 5 and (ranks < 10).sum() > 5
+    # targets: the top-1 token, or the best of the frequent tokens or of the first tail cluster, which is the top-1
+    # only when no later cluster holds a likelier token
+    flat = logits.flatten(0, 1)
+    rank = model.vocab_rank
+    best_of = [flat.masked_fill(~m, -float("inf")).argmax(-1) for m in (rank < 10, (rank >= 10) & (rank < 40))]
+    choice = torch.randint(0, 3, (128,))
+    y = torch.stack([expected, *best_of], dim=1).gather(1, choice[:, None]).view(8, 16)
+    nll, count, correct = model.score(idx, y)
+    assert torch.equal(correct, expected == y.flatten())
+    assert (~correct[choice == 1]).sum() > 5 and (~correct[choice == 2]).sum() > 5 and correct.sum() > 40
+    ref = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum")
+    torch.testing.assert_close(nll.float(), ref, rtol=1e-4, atol=1e-3)
 
 
 @pytest.mark.parametrize("head", ["full", "adaptive"])

@@ -54,10 +54,11 @@ def fused_linear_cross_entropy(x, weight, targets, chunk=1024):
 
 @torch.no_grad()
 def chunked_nll(x, weight, targets, chunk=1024):
-    """Summed NLL (fp64), number of scored targets, and top-1 predictions, computed chunk by chunk."""
+    """Summed NLL (fp64), number of scored targets, and whether each target is the top-1 prediction (False where
+    ignored), computed chunk by chunk."""
     nll = torch.zeros((), dtype=torch.float64, device=x.device)
     count = torch.zeros((), dtype=torch.long, device=x.device)
-    preds = torch.empty_like(targets)
+    correct = torch.empty_like(targets, dtype=torch.bool)
     for s in range(0, x.size(0), chunk):
         tc = targets[s : s + chunk]
         logits = (x[s : s + chunk] @ weight.t()).float()
@@ -65,5 +66,42 @@ def chunked_nll(x, weight, targets, chunk=1024):
         picked = logits.gather(1, tc.clamp(min=0)[:, None]).squeeze(1)
         nll += ((torch.logsumexp(logits, dim=-1) - picked) * valid).sum(dtype=torch.float64)
         count += valid.sum()
-        preds[s : s + chunk] = logits.argmax(dim=-1)
-    return nll, count, preds
+        correct[s : s + chunk] = (logits.argmax(dim=-1) == tc) & valid
+    return nll, count, correct
+
+
+@torch.no_grad()
+def adaptive_nll(head, x, targets, chunk=128):
+    """Summed NLL (fp64), number of scored targets, and whether each target is the top-1 prediction, of an
+    nn.AdaptiveLogSoftmaxWithLoss head (targets in its own class order). Exact, like head.log_prob + argmax,
+    without making the (rows × vocab) log-probabilities: a tail cluster is computed for the rows whose target is
+    in it, and for the few rows whose target beats every token seen so far but not the cluster's probability
+    (no token in a cluster is likelier than the cluster itself), a chunk of rows at a time."""
+    valid = targets != IGNORE_INDEX
+    t = targets.clamp(min=0)
+    head_logp = torch.log_softmax(head.head(x).float(), dim=-1)
+    short = head.shortlist_size
+    best = head_logp[:, :short].max(dim=-1).values  # the likeliest token seen so far, per row
+    target_logp = head_logp.gather(1, t.clamp(max=short - 1)[:, None]).squeeze(1)  # right for shortlist targets
+    bounds = [0, *head.cutoffs]  # head.cutoffs ends with the vocabulary size
+
+    def visit(i, rows, with_target):
+        lo, hi = bounds[i + 1], bounds[i + 2]
+        for r in rows.split(chunk):  # a chunk of (rows × cluster size) logits stays in cache
+            logits = head.tail[i](x[r]).float()
+            target_logit = logits.gather(1, (t[r] - lo).clamp(0, hi - lo - 1)[:, None]).squeeze(1)
+            top = logits.max(dim=-1).values
+            lse = top + logits.sub_(top[:, None]).exp_().sum(dim=-1).log_()  # logsumexp, in place
+            cluster_logp = head_logp[r, short + i]
+            best[r] = torch.maximum(best[r], cluster_logp + top - lse)
+            if with_target:
+                target_logp[r] = cluster_logp + target_logit - lse
+
+    in_cluster = [valid & (t >= bounds[i + 1]) & (t < bounds[i + 2]) for i in range(len(head.tail))]
+    for i, mine in enumerate(in_cluster):
+        visit(i, mine.nonzero().squeeze(1), True)
+    for i, mine in enumerate(in_cluster):  # can another cluster still hold a likelier token than the target?
+        open_ = valid & ~mine & (best <= target_logp) & (head_logp[:, short + i] > target_logp)
+        visit(i, open_.nonzero().squeeze(1), False)
+    nll = -(target_logp.double() * valid).sum()
+    return nll, valid.sum(), valid & (best <= target_logp)

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from gptlab.loss import IGNORE_INDEX, chunked_nll, fused_linear_cross_entropy
+from gptlab.loss import IGNORE_INDEX, adaptive_nll, chunked_nll, fused_linear_cross_entropy
 
 
 @dataclass
@@ -219,14 +219,13 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def score(self, idx, targets):
-        """Summed NLL, number of scored targets (!= IGNORE_INDEX) and top-1 predictions, for evaluation."""
+        """Summed NLL, number of scored targets (!= IGNORE_INDEX), and whether each target is the top-1 prediction
+        (False where ignored): what evaluation needs, without the (B, T, vocab) logits."""
         h, targets = self.hidden_states(idx).flatten(0, 1), targets.flatten()
         if self.config.head == "full":
             return chunked_nll(h, self.lm_head.weight, targets, self.config.loss_chunk)
-        keep = targets != IGNORE_INDEX
-        target_logp = self.lm_head(h[keep], self.vocab_rank[targets[keep]]).output
-        preds = torch.argsort(self.vocab_rank)[self.lm_head.predict(h)]  # ranks back to token ids
-        return -target_logp.sum(dtype=torch.float64), keep.sum(), preds
+        ranked = torch.where(targets == IGNORE_INDEX, targets, self.vocab_rank[targets.clamp(min=0)])
+        return adaptive_nll(self.lm_head, h, ranked)
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):

@@ -9,9 +9,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torchmetrics import SumMetric
-from torchmetrics.classification import MulticlassAccuracy
 
-from gptlab.loss import IGNORE_INDEX
 from gptlab.metrics import lm_metrics
 from gptlab.model import GPT, GPTConfig
 
@@ -71,13 +69,9 @@ class GPTLitModule(L.LightningModule):
         self.model = GPT(GPTConfig(**model))
         self.param_dims = {n: p.dim() for n, p in self.model.named_parameters()}  # before any FSDP wrapping
         self.split_stats = {}  # filled from the data module: words and bytes for word-level ppl and bits/byte
-        for split in ("val", "test"):
-            setattr(self, f"{split}_nll", SumMetric().set_dtype(torch.float64))
-            setattr(self, f"{split}_count", SumMetric().set_dtype(torch.float64))
-            setattr(self, f"{split}_acc", MulticlassAccuracy(
-                num_classes=self.model.config.vocab_size, average="micro", ignore_index=IGNORE_INDEX,
-                validate_args=False,
-            ))
+        for split in ("val", "test"):  # summed over batches and processes: exact token-weighted means
+            for k in ("nll", "count", "correct"):  # correct: targets that were the top-1 prediction
+                setattr(self, f"{split}_{k}", SumMetric().set_dtype(torch.float64))
 
     def configure_model(self):
         if self.hparams.compile:
@@ -103,10 +97,9 @@ class GPTLitModule(L.LightningModule):
 
     def _eval_step(self, batch, split):
         x, y = batch
-        nll, count, preds = self.model.score(x, y)
-        getattr(self, f"{split}_nll").update(nll)
-        getattr(self, f"{split}_count").update(count.double())
-        getattr(self, f"{split}_acc").update(preds, y.flatten())
+        nll, count, correct = self.model.score(x, y)
+        for k, v in (("nll", nll), ("count", count), ("correct", correct.sum())):
+            getattr(self, f"{split}_{k}").update(v.double())
 
     def validation_step(self, batch, batch_idx):
         self._eval_step(batch, "val")
@@ -115,15 +108,15 @@ class GPTLitModule(L.LightningModule):
         self._eval_step(batch, "test")
 
     def _eval_epoch_end(self, split):
-        nll_m, count_m, acc_m = (getattr(self, f"{split}_{k}") for k in ("nll", "count", "acc"))
-        nll, count = nll_m.compute().item(), count_m.compute().item()  # summed over processes
+        sums = [getattr(self, f"{split}_{k}") for k in ("nll", "count", "correct")]
+        nll, count, correct = (m.compute().item() for m in sums)  # summed over processes
         if count > 0:
             metrics = lm_metrics(nll, count, self.split_stats.get(split))
-            metrics["acc"] = acc_m.compute().item()
+            metrics["acc"] = correct / count  # token top-1 accuracy
             metrics["tokens"] = count
             # values are already reduced across processes: log them as they are on every rank
             self.log_dict({f"{split}/{k}": float(v) for k, v in metrics.items()}, sync_dist=False, prog_bar=False)
-        for m in (nll_m, count_m, acc_m):
+        for m in sums:
             m.reset()
 
     def on_validation_epoch_end(self):
