@@ -64,6 +64,12 @@ def test_non_overlapping_eval_equals_the_training_modules_validation(tiny_run, t
     assert m["ppl"] == pytest.approx(validated["val/ppl"], rel=1e-5)
     assert m["word_ppl"] == pytest.approx(validated["val/word_ppl"], rel=1e-5)
     assert m["bpb"] == pytest.approx(validated["val/bpb"], rel=1e-5)
+    # top-1 accuracy against the full distribution's argmax over the same 12 windows
+    ids = torch.from_numpy(dm.ids("valid")[: 12 * 128 + 1].astype(np.int64))
+    x, y = ids[:-1].view(12, 128), ids[1:].view(12, 128)
+    with torch.no_grad():
+        preds = module.model.logits(module.model.hidden_states(x)).argmax(-1)
+    assert validated["val/acc"] == pytest.approx((preds == y).double().mean().item(), rel=1e-6)  # logged as fp32
 
 
 def test_smaller_stride_scores_every_token_once_with_lower_perplexity():
