@@ -1,6 +1,7 @@
-"""The two CPU facts behind the default run's choices, measured in one run: bf16 vs fp32 matmul throughput (bf16
-is fast only with AVX512-BF16/AMX), and AdamW's fused kernel vs its default (foreach) over a gpt_cpu-sized set of
-parameters.
+"""The CPU facts behind the default run's choices, measured in one run: bf16 vs fp32 matmul throughput (bf16
+is fast only with AVX512-BF16/AMX), and the optimizer step over a gpt_cpu-sized set of parameters: AdamW's fused
+kernel vs its default (foreach), and Muon (optimizer=muon: torch.optim.Muon on the block matrices, whose
+Newton-Schulz iterations run in bf16, plus fused AdamW for the rest).
 
     python scripts/bench_ops.py
 """
@@ -9,6 +10,7 @@ import time
 
 import torch
 
+from gptlab.optim import MuonAdamW
 from gptlab.train import cpu_has_fast_bf16
 
 
@@ -43,6 +45,9 @@ def main():
     n = sum(p.numel() for p in params) / 1e6
     print(f"AdamW step over {n:.1f}M parameters: foreach {times['foreach'] * 1e3:.0f} ms, fused "
           f"{times['fused'] * 1e3:.0f} ms (×{times['foreach'] / times['fused']:.1f})")
+    groups = [{"params": params[4:], "name": "matrix"}, {"params": params[:4], "name": "embedding"}]
+    muon = timed(MuonAdamW(groups, fused=True).step, 2)
+    print(f"Muon + AdamW step over the same parameters: {muon * 1e3:.0f} ms (×{muon / times['fused']:.0f} fused AdamW)")
 
 
 if __name__ == "__main__":
