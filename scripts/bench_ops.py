@@ -11,7 +11,7 @@ import time
 import torch
 
 from gptlab.optim import MuonAdamW
-from gptlab.train import cpu_has_fast_bf16
+from gptlab.precision import cpu_has_fast_bf16
 
 
 def timed(fn, reps):

@@ -16,6 +16,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from gptlab.data import IGNORE_INDEX, EvalWindows, TrainWindows, WikiText2DataModule
+from gptlab.errors import GptlabError
 from gptlab.token_cache import safe_chunks
 from gptlab.tokenizer import Tokenizer
 
@@ -236,7 +237,7 @@ def test_file_with_wrong_sha256_is_refused(tmp_path, data_dir):
     data[500] ^= 1
     path.write_bytes(bytes(data))
     dm = WikiText2DataModule(data_dir=tmp_path, cache_dir=tmp_path / "cache", splits=("valid",), urls=[])
-    with pytest.raises(RuntimeError) as err:
+    with pytest.raises(GptlabError) as err:
         dm.prepare_data()
     msg = str(err.value)
     assert str(path) in msg and hashlib.sha256(data).hexdigest() in msg and dm.sha256["wiki.valid.tokens"] in msg

@@ -34,7 +34,7 @@ RUN = [
     "model=gpt_nano", "model.block_size=32", "data.batch_size=4", "data.eval_batch_size=8", "data.download=false",
     NO_SHA, "trainer.max_steps=2", "trainer.val_check_interval=2", "trainer.limit_val_batches=1",
     "final_limit_batches=1.0", "callbacks.progress_bar=null", "trainer.log_every_n_steps=1",
-    "trainer.accelerator=cpu", "trainer.devices=2",
+    "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true",
 ]
 
 
@@ -50,6 +50,21 @@ class RecordTrainWindows(L.Callback):
 
     def on_train_end(self, trainer, pl_module):
         torch.save(torch.stack(self.batches), self.out_dir / f"rank{trainer.global_rank}.pt")
+
+
+class RecordParamsAndLR(L.Callback):
+    """Saves this rank's final parameters and the learning rate of every step to <out_dir>/state<r>.pt."""
+
+    def __init__(self, out_dir):
+        self.out_dir, self.lrs = Path(out_dir), []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    def on_train_end(self, trainer, pl_module):
+        params = {n: p.detach().clone() for n, p in pl_module.named_parameters()}
+        torch.save({"params": params, "lrs": self.lrs, "step": trainer.global_step},
+                   self.out_dir / f"state{trainer.global_rank}.pt")
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +144,23 @@ def test_val_ppl_with_two_processes_equals_one_process(ddp_sweep, small_data_dir
     assert len(dm.val_dataset) % 2 == 1  # an odd number of windows: two ranks need a padding window
     assert float(final["val/tokens"]) == one["val/tokens"] == dm.val_dataset.num_targets  # every target once
     assert math.isclose(float(final["val/ppl"]), one["val/ppl"], rel_tol=1e-5)
+
+
+def test_a_time_budget_gives_every_rank_the_same_schedule_and_identical_weights(tmp_path, small_data_dir,
+                                                                               token_cache_dir, monkeypatch):
+    # Each rank's clock differs: a schedule that followed it would give each replica its own learning rates.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+    run_train(tmp_path, *RUN, f"data.data_dir={small_data_dir}", "trainer.max_steps=100000",
+              "trainer.max_time=00:00:00:15", "trainer.val_check_interval=100000", "callbacks.time_budget.skip_steps=3",
+              "callbacks.time_budget.measure_steps=10", "callbacks.resume_checkpoint.every_n_train_steps=null",
+              "callbacks.sample_text=null", f"+callbacks.record._target_={__name__}.RecordParamsAndLR",
+              "+callbacks.record.out_dir=${paths.output_dir}", cache_dir=token_cache_dir)
+    rank0, rank1 = torch.load(tmp_path / "state0.pt"), torch.load(tmp_path / "state1.pt")
+    budget = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["callbacks"]["TimeBudget"]
+    assert 13 < rank0["step"] == rank1["step"] == budget["total_steps"] < 100000  # ended by the step budget
+    assert rank0["lrs"] == rank1["lrs"] and rank0["lrs"][-1] < 1.01 * 0.1 * max(rank0["lrs"])  # decayed to the end
+    assert rank0["params"].keys() == rank1["params"].keys()
+    assert all(torch.equal(rank0["params"][n], rank1["params"][n]) for n in rank0["params"])  # bitwise
 
 
 def test_eval_windows_padded_for_ranks_score_every_target_once():

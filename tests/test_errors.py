@@ -9,11 +9,12 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from conftest import REPO
 
-from gptlab.data import WikiText2DataModule
+from gptlab.data import TrainWindows, WikiText2DataModule
 from gptlab.errors import GptlabError, clear_errors, describe, format_error
 from gptlab.model import GPTConfig
 from gptlab.module import GPTLitModule
@@ -208,6 +209,12 @@ def test_unexpected_errors_keep_their_traceback():
         resume_position(object())  # an operation inside gptlab failing is a bug, not a message for the user
     assert describe(bug.value) is None
     assert describe(GptlabError("x")) == "x"
+    with pytest.raises(IndexError) as bug:  # a `raise` statement inside gptlab that is not about user input
+        TrainWindows(np.arange(100), block_size=8)[10**6]
+    assert describe(bug.value) is None
+    with pytest.raises(FileNotFoundError) as bug:  # a missing file that the user did not name
+        open("/nonexistent/gptlab/internal.txt")
+    assert describe(bug.value) is None
     assert format_error("first\nsecond\n") == "error: first\n  second"
 
 

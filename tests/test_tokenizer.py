@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from gptlab.errors import GptlabError
 from gptlab.tokenizer import Tokenizer
 
 
@@ -46,7 +47,7 @@ def test_missing_bpe_files_offline_raise_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))  # empty: tiktoken must download cl100k_base
     try:
         Tokenizer("cl100k_base")
-    except RuntimeError as e:
+    except GptlabError as e:
         assert "TIKTOKEN_CACHE_DIR" in str(e) and str(tmp_path) in str(e)
     else:
         pytest.skip("cl100k_base could be loaded: this machine is online (or had it loaded already)")

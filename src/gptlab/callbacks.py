@@ -6,7 +6,9 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.strategies import FSDPStrategy
 
+from gptlab.model import GPT
 from gptlab.tokenizer import Tokenizer
 
 
@@ -17,7 +19,7 @@ class Throughput(L.Callback):
 
     def __init__(self, window: int = 20, skip: int = 2, peak_flops: float | None = None):
         self.window, self.skip, self.peak_flops = window, skip, peak_flops
-        self.tokens_per_sec = None
+        self.tokens_per_sec = self.mfu = None  # the run's averages, for its summary
         self._steps = 0
 
     def on_train_start(self, trainer, pl_module):
@@ -45,6 +47,25 @@ class Throughput(L.Callback):
     def on_train_end(self, trainer, pl_module):
         if self._t_start is not None and self._tokens > 0:
             self.tokens_per_sec = self._tokens / (time.perf_counter() - self._t_start)
+            if self.peak_flops:
+                flops = pl_module.model.flops_per_token() * self.tokens_per_sec / trainer.world_size
+                self.mfu = flops / self.peak_flops
+
+
+def gathered_model(strategy, pl_module):
+    """A whole copy of an FSDP-sharded module's GPT on rank 0, on its device (None on the other ranks). Every rank
+    must call it: the shards are gathered from all of them."""
+    from torch.distributed.fsdp import FullStateDictConfig, StateDictType
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    full = FullStateDictConfig(offload_to_cpu=True, rank0_only=True)
+    with FSDP.state_dict_type(strategy.model, StateDictType.FULL_STATE_DICT, full):
+        state = strategy.model.state_dict()
+    if not strategy.is_global_zero:
+        return None
+    model = GPT(pl_module.model.config)
+    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
+    return model.to(pl_module.device).eval()
 
 
 class SampleText(L.Callback):
@@ -66,12 +87,13 @@ class SampleText(L.Callback):
 
         tokenizer = getattr(trainer.datamodule, "tokenizer", None) or Tokenizer(self.tokenizer_name)
         model = pl_module.model
-        generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
-        # every rank generates (a sharded model needs all of them in each forward); rank 0 writes
-        samples = [complete(model, tokenizer, p, self.max_new_tokens, temperature=self.temperature,
-                            top_k=self.top_k, generator=generator) for p in self.prompts]
+        if isinstance(trainer.strategy, FSDPStrategy):  # sharded weights: rank 0 decodes with a gathered copy
+            model = gathered_model(trainer.strategy, pl_module)
         if not trainer.is_global_zero:
             return
+        generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
+        samples = [complete(model, tokenizer, p, self.max_new_tokens, temperature=self.temperature,
+                            top_k=self.top_k, generator=generator) for p in self.prompts]
         step = trainer.global_step
         self.rows += [[step, p, s] for p, s in zip(self.prompts, samples, strict=True)]
         path = Path(self.path or Path(trainer.default_root_dir) / "samples.txt")

@@ -14,7 +14,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from gptlab.checkpoint_io import load_checkpoint
-from gptlab.errors import GptlabError
+from gptlab.errors import GptlabError, GptlabFileNotFoundError
 from gptlab.model import GPT, GPTConfig
 from gptlab.module import GPTLitModule
 
@@ -27,7 +27,7 @@ def load_module(ckpt_path, map_location="cpu") -> GPTLitModule:
         module = GPTLitModule(model=ckpt["hyper_parameters"]["model"], compile=False)  # no optimizer to build
         module.load_state_dict(ckpt["state_dict"])
     except Exception as e:  # a truncated file, another kind of checkpoint, mismatched weights
-        raise ValueError(f"ckpt_path={path} is not a gptlab checkpoint that can be loaded: {e}") from e
+        raise GptlabError(f"ckpt_path={path} is not a gptlab checkpoint that can be loaded: {e}") from e
     return module.eval()
 
 
@@ -77,8 +77,8 @@ def _plain(value):
 
 def _existing(ckpt_path) -> Path:
     if ckpt_path is None or str(ckpt_path).strip() == "":
-        raise ValueError("ckpt_path is required, e.g. ckpt_path=outputs/runs/<name>/<time>/checkpoints/last.ckpt")
+        raise GptlabError("ckpt_path is required, e.g. ckpt_path=outputs/runs/<name>/<time>/checkpoints/last.ckpt")
     path = Path(ckpt_path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path={path} does not exist or is not a file")
+        raise GptlabFileNotFoundError(f"ckpt_path={path} does not exist or is not a file")
     return path

@@ -19,7 +19,7 @@ from fsspec.implementations.local import LocalFileSystem
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from gptlab.errors import GptlabError
+from gptlab.errors import GptlabError, GptlabFileNotFoundError
 
 
 class UnsafeCheckpointError(GptlabError):
@@ -31,7 +31,7 @@ def load_checkpoint(path, map_location="cpu", mmap: bool = False) -> dict:
     only the hyper-parameters are wanted)."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist or is not a file")
+        raise GptlabFileNotFoundError(f"checkpoint {path} does not exist or is not a file")
     try:
         return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:

@@ -26,6 +26,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from gptlab import token_cache, wikitext
+from gptlab.errors import GptlabError
 from gptlab.loss import IGNORE_INDEX  # padding and context-only positions of eval windows
 from gptlab.sampler import ResumableSampler, resume_position
 from gptlab.token_cache import SplitStats
@@ -41,9 +42,9 @@ class TrainWindows(Dataset):
 
     def __init__(self, ids: np.ndarray, block_size: int, sampling: str = "random"):
         if sampling not in ("random", "sequential"):
-            raise ValueError(f"sampling must be 'random' or 'sequential', got {sampling!r}")
+            raise GptlabError(f"sampling must be 'random' or 'sequential', got {sampling!r}")
         if len(ids) < block_size + 1:
-            raise ValueError(f"{len(ids)} tokens are too few for one window of block_size + 1 = {block_size + 1}")
+            raise GptlabError(f"{len(ids)} tokens are too few for one window of block_size + 1 = {block_size + 1}")
         self.ids, self.block_size = ids, block_size
         self.step = 1 if sampling == "random" else block_size
         self.num_windows = (len(ids) - block_size - 1) // self.step + 1
@@ -72,7 +73,7 @@ class EvalWindows(Dataset):
     def __init__(self, ids: np.ndarray, block_size: int, stride: int | None = None):
         stride = block_size if stride is None else stride
         if not 0 < stride <= block_size:
-            raise ValueError(f"stride must be in 1..block_size={block_size}, got {stride}")
+            raise GptlabError(f"stride must be in 1..block_size={block_size}, got {stride}")
         self.ids, self.block_size, self.stride = ids, block_size, stride
         self.num_targets = max(len(ids) - 1, 0)
         extra = max(self.num_targets - block_size, 0)  # targets left after the first window
@@ -272,7 +273,7 @@ class WikiText2DataModule(L.LightningDataModule):
 
 def _check(ok, message: str) -> None:
     if not ok:
-        raise ValueError(message)
+        raise GptlabError(message)
 
 
 def _repo_root() -> Path:

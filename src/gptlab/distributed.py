@@ -23,6 +23,7 @@ import torch
 from lightning.fabric.plugins.environments import LSFEnvironment, SLURMEnvironment, TorchElasticEnvironment
 from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator
 
+from gptlab.errors import GptlabError
 from gptlab.sweep import RESULT_FILE
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ def grad_accumulation(global_batch_tokens: int, block_size: int, micro_batch: in
     """Micro-batches each process accumulates so that one optimizer step sees `global_batch_tokens` tokens."""
     per_pass = block_size * micro_batch * world_size
     if global_batch_tokens <= 0 or global_batch_tokens % per_pass:
-        raise ValueError(
+        raise GptlabError(
             f"global_batch_tokens={global_batch_tokens} must be a positive multiple of block_size × data.batch_size"
             f" × processes = {block_size} × {micro_batch} × {world_size} = {per_pass}: change global_batch_tokens,"
             " data.batch_size or trainer.devices"
@@ -45,7 +46,7 @@ def configure_batch(cfg, dm, trainer) -> None:
     trainer.val_check_interval in optimizer steps as train.yaml documents (Lightning counts micro-batches)."""
     if cfg.get("global_batch_tokens"):
         if trainer.accumulate_grad_batches != 1:
-            raise ValueError("set global_batch_tokens or trainer.accumulate_grad_batches, not both")
+            raise GptlabError("set global_batch_tokens or trainer.accumulate_grad_batches, not both")
         trainer.accumulate_grad_batches = grad_accumulation(
             int(cfg.global_batch_tokens), dm.block_size, dm.batch_size, trainer.world_size)
         if trainer.is_global_zero:

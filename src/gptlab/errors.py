@@ -6,11 +6,11 @@ The entry points wrap their `@hydra.main` function:
     @hydra.main(version_base=None, config_path="conf", config_name="train")
     def main(cfg): ...
 
-Known kinds of error are reported in one line: `GptlabError`, Hydra's and OmegaConf's config errors (an unknown
-override key gets a "did you mean"), errors raised while instantiating a config object, Lightning's
-MisconfigurationException, FileNotFoundError, and any exception gptlab's own code raises on purpose (a `raise`
-statement in the gptlab package: those messages are written for the user). Anything else is a bug and keeps its
-traceback. HYDRA_FULL_ERROR=1 shows the traceback of every error.
+One rule decides: a user's mistake is a `GptlabError` (gptlab raises it wherever it checks the user's input), or
+one of the config errors of Hydra and OmegaConf (an unknown override key gets a "did you mean"), or Lightning's
+MisconfigurationException, or a ValueError/TypeError with which a constructor outside gptlab (torch.optim,
+lightning.Trainer, ...) refused the values a config gave it. Those print one line. Every other exception is a bug
+and keeps its traceback. HYDRA_FULL_ERROR=1 shows the traceback of every error.
 """
 
 from __future__ import annotations
@@ -19,19 +19,22 @@ import difflib
 import functools
 import inspect
 import os
+import re
 import sys
-import traceback
 import types
 import typing
-from pathlib import Path
 
 EXIT_CODE = 2
-_PACKAGE_DIR = str(Path(__file__).resolve().parent)
 _OURS = "GPTLAB_SET_HYDRA_FULL_ERROR"  # marks HYDRA_FULL_ERROR as set by clear_errors, not by the user
 
 
-class GptlabError(Exception):
-    """A problem with the user's input or environment; its message says what and how to fix it."""
+class GptlabError(ValueError):
+    """A problem with the user's input or environment; its message says what and how to fix it (a ValueError, so
+    that code using gptlab as a library can catch it as one)."""
+
+
+class GptlabFileNotFoundError(GptlabError, FileNotFoundError):
+    """A file or directory the user named, or the data a run needs, is not there."""
 
 
 def clear_errors(main):
@@ -105,8 +108,10 @@ def describe(exc: BaseException) -> str | None:
             return str(exc).splitlines()[0].replace(", set env var HYDRA_FULL_ERROR=1 to see chained exception", "")
         cause = exc.__cause__
         message = describe(cause) if cause is not None else None
-        if message is None and isinstance(cause, (ValueError, TypeError)):
-            message = str(cause)  # a constructor refused the values it was given from the config
+        target = re.match(r"Error in call to target '([^']+)'", str(exc))
+        if message is None and isinstance(cause, (ValueError, TypeError)) and target and \
+                not target.group(1).startswith("gptlab."):
+            message = str(cause)  # a constructor outside gptlab refused the values it was given from the config
         return message
     if isinstance(exc, ConfigCompositionException) and isinstance(exc.__cause__, (ConfigKeyError,
                                                                                    ConfigAttributeError)):
@@ -121,21 +126,9 @@ def describe(exc: BaseException) -> str | None:
         key = getattr(exc, "full_key", None)
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return f"{msg} (config key: {key})" if key and key not in msg else msg
-    if isinstance(exc, (MisconfigurationException, FileNotFoundError)):
-        return str(exc)
-    if raised_by_gptlab(exc):
+    if isinstance(exc, MisconfigurationException):
         return str(exc)
     return None
-
-
-def raised_by_gptlab(exc: BaseException) -> bool:
-    """Whether `exc` comes from a `raise` statement in gptlab's own code, i.e. a message written for the user (an
-    error from an operation inside gptlab, such as a shape mismatch, is a bug and does not count)."""
-    if isinstance(exc, AssertionError) or exc.__traceback__ is None:
-        return False
-    frame = traceback.extract_tb(exc.__traceback__)[-1]
-    ours = os.path.abspath(frame.filename).startswith(_PACKAGE_DIR + os.sep)
-    return ours and (frame.line or "").lstrip().startswith("raise")
 
 
 def _first_lines(exc) -> str:

@@ -20,30 +20,11 @@ from torch.utils.data import DataLoader, Subset
 from gptlab.checkpoint import load_model, run_config
 from gptlab.checks import check_eval_block_size
 from gptlab.data import EvalWindows
+from gptlab.errors import GptlabError
 from gptlab.metrics import lm_metrics
-from gptlab.train import resolve_precision
+from gptlab.precision import apply_precision, resolve_device, resolve_precision
 
 SPLITS = {"valid": ["valid"], "test": ["test"], "both": ["valid", "test"], "train": ["train"]}
-
-
-def resolve_device(device="auto") -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def apply_precision(model, precision, device):
-    """A Lightning precision string ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "auto", ...) applied for
-    inference: returns the model (cast for "-true" precisions) and a function giving the autocast context."""
-    precision = str(resolve_precision(precision, device.type))
-    base, _, mode = precision.partition("-")
-    dtypes = {"bf16": torch.bfloat16, "16": torch.float16, "32": torch.float32, "64": torch.float64}
-    if base not in dtypes or mode not in ("", "true", "mixed"):
-        raise ValueError(f"precision must be auto, 32-true, bf16-mixed, 16-mixed, bf16-true or 64-true, "
-                         f"got {precision!r}")
-    if mode == "mixed" or (mode == "" and base in ("16", "bf16")):  # Lightning reads "16" as "16-mixed"
-        return model, lambda: torch.autocast(device.type, dtype=dtypes[base])
-    return model.to(dtypes[base]), contextlib.nullcontext
 
 
 @torch.inference_mode()
@@ -72,7 +53,7 @@ def split_metrics(model, ids, stats=None, **kwargs) -> dict:
     nll, count, windows, all_windows = score_windows(model, ids, **kwargs)
     seconds = time.perf_counter() - t0
     if count == 0:
-        raise ValueError("no token was scored: the split is empty or limit_windows is 0")
+        raise GptlabError("no token was scored: the split is empty or limit_windows is 0")
     return {**lm_metrics(nll, count, stats), "nll_sum": nll, "tokens": count, "windows": windows,
             "full_split": windows == all_windows, "seconds": seconds, "tokens_per_sec": count / seconds}
 
@@ -80,11 +61,11 @@ def split_metrics(model, ids, stats=None, **kwargs) -> dict:
 def run(cfg: DictConfig) -> dict:
     """Evaluate cfg.ckpt_path on cfg.split; print a table and write it to cfg.report as JSON."""
     if cfg.split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {cfg.split!r}")
+        raise GptlabError(f"split must be one of {', '.join(SPLITS)}, got {cfg.split!r}")
     if cfg.get("limit_windows") is not None and int(cfg.limit_windows) <= 0:
-        raise ValueError(f"limit_windows must be a positive number of windows or null, got {cfg.limit_windows}")
+        raise GptlabError(f"limit_windows must be a positive number of windows or null, got {cfg.limit_windows}")
     if int(cfg.batch_size) <= 0:
-        raise ValueError(f"batch_size must be > 0, got {cfg.batch_size}")
+        raise GptlabError(f"batch_size must be > 0, got {cfg.batch_size}")
     device = resolve_device(cfg.device)
     torch.set_float32_matmul_precision("high")
     model = load_model(cfg.ckpt_path).to(device)
@@ -120,7 +101,7 @@ def run(cfg: DictConfig) -> dict:
 def check_data_matches_run(cfg, dm, model):
     """The tokenizer must be the model's; a variant other than the training run's is allowed, with a warning."""
     if dm.vocab_size != model.config.vocab_size:
-        raise ValueError(f"tokenizer {dm.tokenizer_name!r} has {dm.vocab_size} tokens but the checkpoint's model "
+        raise GptlabError(f"tokenizer {dm.tokenizer_name!r} has {dm.vocab_size} tokens but the checkpoint's model "
                          f"has {model.config.vocab_size}: set data.tokenizer to the one it was trained with")
     trained = run_config(cfg.ckpt_path)
     if trained is None or "data" not in trained:

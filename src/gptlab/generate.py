@@ -17,8 +17,9 @@ from omegaconf import DictConfig
 
 from gptlab import tasks
 from gptlab.checkpoint import load_model, run_config
-from gptlab.evaluate import apply_precision, resolve_device
+from gptlab.errors import GptlabError
 from gptlab.model import KVCache
+from gptlab.precision import apply_precision, resolve_device
 from gptlab.tokenizer import Tokenizer
 
 
@@ -57,7 +58,7 @@ def generate_tokens(model, ids, max_new_tokens, temperature=1.0, top_k=None, top
     block_size = model.config.block_size
     ids = [int(i) for i in ids]
     if not ids:
-        raise ValueError("the prompt is empty: give some text to continue")
+        raise GptlabError("the prompt is empty: give some text to continue")
     if len(ids) > block_size:
         warnings.warn(f"the prompt has {len(ids)} tokens, more than the model's context of {block_size}: "
                       f"only its last {block_size} tokens are used", stacklevel=2)
@@ -125,15 +126,15 @@ def complete(model, tokenizer, prompt, max_new_tokens, stop=None, out=None, **sa
 
 def check_sampling(cfg):
     if not isinstance(cfg.max_new_tokens, int) or cfg.max_new_tokens <= 0:
-        raise ValueError(f"max_new_tokens must be a positive integer, got {cfg.max_new_tokens!r}")
+        raise GptlabError(f"max_new_tokens must be a positive integer, got {cfg.max_new_tokens!r}")
     if cfg.temperature is None or cfg.temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0: greedy), got {cfg.temperature!r}")
+        raise GptlabError(f"temperature must be >= 0 (0: greedy), got {cfg.temperature!r}")
     if cfg.top_k is not None and (not isinstance(cfg.top_k, int) or cfg.top_k <= 0):
-        raise ValueError(f"top_k must be a positive integer or null, got {cfg.top_k!r}")
+        raise GptlabError(f"top_k must be a positive integer or null, got {cfg.top_k!r}")
     if cfg.top_p is not None and not 0 < cfg.top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1] or null, got {cfg.top_p!r}")
+        raise GptlabError(f"top_p must be in (0, 1] or null, got {cfg.top_p!r}")
     if not isinstance(cfg.num_samples, int) or cfg.num_samples <= 0:
-        raise ValueError(f"num_samples must be a positive integer, got {cfg.num_samples!r}")
+        raise GptlabError(f"num_samples must be a positive integer, got {cfg.num_samples!r}")
 
 
 def read_prompts(stream):
@@ -156,9 +157,9 @@ def run(cfg: DictConfig):
     if task is not None:
         tasks.check_task(task)
     if cfg.get("task_file") and task is None:
-        raise ValueError("task_file needs a task to score: task=qa, task=summarize or task=translate")
+        raise GptlabError("task_file needs a task to score: task=qa, task=summarize or task=translate")
     if cfg.prompt is not None and not str(cfg.prompt).strip():
-        raise ValueError('prompt is empty: give some text to continue, e.g. prompt="The history of"')
+        raise GptlabError('prompt is empty: give some text to continue, e.g. prompt="The history of"')
     records = tasks.read_records(cfg.task_file) if cfg.get("task_file") else None  # bad records: fail early
     device = resolve_device(cfg.device)
     model = load_model(cfg.ckpt_path).to(device)
@@ -166,7 +167,7 @@ def run(cfg: DictConfig):
     trained = run_config(cfg.ckpt_path)
     tokenizer = Tokenizer(cfg.tokenizer or (trained and trained.get("data", {}).get("tokenizer")) or "gpt2")
     if tokenizer.vocab_size != model.config.vocab_size:
-        raise ValueError(f"tokenizer {tokenizer.name!r} has {tokenizer.vocab_size} tokens but the model has "
+        raise GptlabError(f"tokenizer {tokenizer.name!r} has {tokenizer.vocab_size} tokens but the model has "
                          f"{model.config.vocab_size}: set tokenizer to the one it was trained with")
     generator = torch.Generator(device=device).manual_seed(int(cfg.seed))
     sampling = dict(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
@@ -194,4 +195,4 @@ def run(cfg: DictConfig):
             sys.stdout.write("\n")
             sys.stdout.flush()
     if given == 0:
-        raise ValueError("no prompt: give prompt=... or type prompts on stdin, one per line")
+        raise GptlabError("no prompt: give prompt=... or type prompts on stdin, one per line")

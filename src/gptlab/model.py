@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from gptlab.errors import GptlabError
 from gptlab.loss import IGNORE_INDEX, adaptive_nll, chunked_nll, fused_linear_cross_entropy
 
 
@@ -37,18 +38,18 @@ class GPTConfig:
         for key in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "loss_chunk"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"model.{key} must be a positive integer, got {value!r}")
+                raise GptlabError(f"model.{key} must be a positive integer, got {value!r}")
         if self.n_embd % self.n_head != 0:
-            raise ValueError(
+            raise GptlabError(
                 f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})"
             )
         if self.head not in ("full", "adaptive"):
-            raise ValueError(f"model.head must be 'full' or 'adaptive', got {self.head!r}")
+            raise GptlabError(f"model.head must be 'full' or 'adaptive', got {self.head!r}")
         cut = list(self.adaptive_cutoffs)
         if self.head == "adaptive" and (cut != sorted(set(cut)) or not 0 < cut[0] or cut[-1] >= self.vocab_size):
-            raise ValueError(f"model.adaptive_cutoffs must increase within (0, vocab_size), got {cut}")
+            raise GptlabError(f"model.adaptive_cutoffs must increase within (0, vocab_size), got {cut}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout!r}")
+            raise GptlabError(f"model.dropout must be in [0, 1), got {self.dropout!r}")
 
 
 class CausalSelfAttention(nn.Module):
@@ -199,11 +200,19 @@ class GPT(nn.Module):
         order = torch.argsort(torch.as_tensor(counts, device=self.vocab_rank.device), descending=True, stable=True)
         self.vocab_rank[order] = torch.arange(len(order), device=order.device)
 
+    def _head_dtype(self):
+        # The adaptive head runs outside autocast, on h cast to its weights' dtype (fp32 unless the whole model
+        # was cast): nn.AdaptiveLogSoftmaxWithLoss writes its clusters' outputs into one tensor of its input's
+        # dtype, and its log-softmaxes want fp32 anyway.
+        return self.lm_head.head.weight.dtype
+
     def logits(self, h):
         """Output scores over the vocabulary, in token-id order (log-probabilities for the adaptive head)."""
         if self.config.head == "full":
             return self.lm_head(h)
-        return self.lm_head.log_prob(h.flatten(0, -2))[:, self.vocab_rank].view(*h.shape[:-1], -1)
+        with torch.autocast(h.device.type, enabled=False):
+            logp = self.lm_head.log_prob(h.flatten(0, -2).to(self._head_dtype()))
+        return logp[:, self.vocab_rank].view(*h.shape[:-1], -1)
 
     def forward(self, idx, targets=None):
         """Returns (logits, loss). With targets, the mean cross-entropy over targets != IGNORE_INDEX is computed
@@ -215,7 +224,8 @@ class GPT(nn.Module):
         if self.config.head == "full":
             return None, fused_linear_cross_entropy(h, self.lm_head.weight, targets, self.config.loss_chunk)
         keep = targets != IGNORE_INDEX
-        return None, self.lm_head(h[keep], self.vocab_rank[targets[keep]]).loss
+        with torch.autocast(h.device.type, enabled=False):
+            return None, self.lm_head(h[keep].to(self._head_dtype()), self.vocab_rank[targets[keep]]).loss
 
     @torch.no_grad()
     def score(self, idx, targets):
@@ -225,7 +235,8 @@ class GPT(nn.Module):
         if self.config.head == "full":
             return chunked_nll(h, self.lm_head.weight, targets, self.config.loss_chunk)
         ranked = torch.where(targets == IGNORE_INDEX, targets, self.vocab_rank[targets.clamp(min=0)])
-        return adaptive_nll(self.lm_head, h, ranked)
+        with torch.autocast(h.device.type, enabled=False):
+            return adaptive_nll(self.lm_head, h.to(self._head_dtype()), ranked)
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):

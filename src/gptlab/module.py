@@ -10,6 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torchmetrics import SumMetric
 
+from gptlab.errors import GptlabError
 from gptlab.metrics import lm_metrics
 from gptlab.model import GPT, GPTConfig
 
@@ -48,6 +49,20 @@ def param_groups(model, dims=None):
         {"params": other, "name": "other", "weight_decay": 0.0},
     ]
     return [g for g in groups if g["params"]]
+
+
+def clip_path(strategy, precision, optimizer) -> str:
+    """How gradients are clipped: "fsdp" under FSDP (the root FSDP module's clip_grad_norm_: a norm over all
+    shards; Lightning refuses to clip by norm there, and torch.nn.utils would take each rank's shard alone),
+    "manual" for an optimizer that unscales fp16 gradients itself (fused AdamW) under mixed precision, which
+    Lightning refuses to clip, else "lightning" (Lightning's own clipping)."""
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    if isinstance(strategy, FSDPStrategy):
+        return "fsdp"
+    if str(precision) in ("bf16-mixed", "16-mixed") and getattr(optimizer, "_step_supports_amp_scaling", False):
+        return "manual"
+    return "lightning"
 
 
 class GPTLitModule(L.LightningModule):
@@ -126,20 +141,25 @@ class GPTLitModule(L.LightningModule):
         self._eval_epoch_end("test")
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
-        # Lightning refuses to clip for an optimizer that unscales fp16 gradients itself (fused AdamW) under any
-        # mixed precision; bf16 has no loss scaling, so its gradients are ready to clip here.
-        if gradient_clip_val and self.trainer.precision == "bf16-mixed" and \
-                getattr(optimizer, "_step_supports_amp_scaling", False):
-            if gradient_clip_algorithm == "value":
-                torch.nn.utils.clip_grad_value_(self.parameters(), gradient_clip_val)
-            else:
-                torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val)
+        if not gradient_clip_val:
             return
-        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        path = clip_path(self.trainer.strategy, self.trainer.precision, optimizer)
+        if path == "lightning":
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+            return
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        if scaler is not None and getattr(optimizer, "_step_supports_amp_scaling", False):
+            scaler.unscale_(optimizer)  # fp16: Lightning left a fused optimizer's gradients scaled; the step knows
+        if str(gradient_clip_algorithm) == "value":
+            torch.nn.utils.clip_grad_value_(self.parameters(), gradient_clip_val)  # per element: right on shards
+        elif path == "fsdp":
+            self.trainer.strategy.model.clip_grad_norm_(gradient_clip_val)  # the norm over every rank's shards
+        else:
+            torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val)
 
     def configure_optimizers(self):
         if self.optimizer_factory is None:
-            raise ValueError("GPTLitModule needs an optimizer (config group optimizer/)")
+            raise GptlabError("GPTLitModule needs an optimizer (config group optimizer/)")
         make_opt = instantiate(self.optimizer_factory) if isinstance(self.optimizer_factory, dict) \
             else self.optimizer_factory
         optimizer = make_opt(param_groups(self.model, self.param_dims))

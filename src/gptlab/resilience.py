@@ -35,10 +35,10 @@ class ResumeCheckpoint(L.Callback):
     def __init__(self, dirpath, filename: str = "last.ckpt", every_n_train_steps: int | None = None,
                  every_n_minutes: float | None = None):
         if every_n_train_steps is not None and every_n_train_steps <= 0:
-            raise ValueError(f"every_n_train_steps must be a positive number of steps or null, got "
+            raise GptlabError(f"every_n_train_steps must be a positive number of steps or null, got "
                              f"{every_n_train_steps}")
         if every_n_minutes is not None and every_n_minutes <= 0:
-            raise ValueError(f"every_n_minutes must be positive or null, got {every_n_minutes}")
+            raise GptlabError(f"every_n_minutes must be positive or null, got {every_n_minutes}")
         self.path = Path(dirpath) / filename
         self.every_n_train_steps, self.every_n_minutes = every_n_train_steps, every_n_minutes
         self._saved_step, self._last_time = None, time.monotonic()
@@ -115,7 +115,7 @@ class NanGuard(L.Callback):
 
     def __init__(self, action: str = "stop", inject_at_step: int | None = None):
         if action not in ("stop", "skip"):
-            raise ValueError(f"NanGuard action must be 'stop' or 'skip', got {action!r}")
+            raise GptlabError(f"NanGuard action must be 'stop' or 'skip', got {action!r}")
         self.action, self.inject_at_step = action, inject_at_step
         self.skipped_steps: list[int] = []
         self._bad = None

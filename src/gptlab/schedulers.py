@@ -1,18 +1,21 @@
-"""Per-step learning-rate schedules: a factor of each parameter group's base learning rate."""
+"""Per-step learning-rate schedules: a factor of each parameter group's base learning rate, a function of the step
+alone. A time budget (trainer.max_time) becomes a number of steps once, in budget.py, which moves total_steps."""
 
 import math
-import time
 
 from torch.optim.lr_scheduler import LambdaLR
+
+from gptlab.errors import GptlabError
 
 
 def _check(warmup_steps, total_steps, min_lr_ratio):
     if total_steps is None or total_steps <= 0:
-        raise ValueError(f"scheduler.total_steps must be a positive number of steps, got {total_steps!r}")
+        raise GptlabError(f"trainer.max_steps (the schedule's total_steps) must be a positive number of steps, "
+                          f"got {total_steps!r}")
     if warmup_steps < 0:
-        raise ValueError(f"scheduler.warmup_steps must be >= 0, got {warmup_steps!r}")
+        raise GptlabError(f"scheduler.warmup_steps must be >= 0, got {warmup_steps!r}")
     if not 0.0 <= min_lr_ratio <= 1.0:
-        raise ValueError(f"scheduler.min_lr_ratio must be in [0, 1], got {min_lr_ratio!r}")
+        raise GptlabError(f"scheduler.min_lr_ratio must be in [0, 1], got {min_lr_ratio!r}")
 
 
 def seconds(max_time):
@@ -28,51 +31,34 @@ def seconds(max_time):
     return float(max_time)
 
 
-def _decay_progress(warmup_steps, total_steps, max_time):
-    """Fraction of the decay done: by steps, or by wall-clock time when a time budget is set and runs out first
-    (a run stopped by trainer.max_time still ends its schedule). The clock starts at the first step."""
-    budget, start = seconds(max_time), []
+class WarmupDecay:
+    """The factor at a step: linear warmup over warmup_steps (at most half the run, so short runs still decay),
+    then a cosine or linear decay to min_lr_ratio at total_steps, then min_lr_ratio. An object rather than a
+    closure so that LambdaLR saves its fields, total_steps included, in the checkpoint."""
 
-    def progress(step):
-        p = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
-        if budget:
-            if not start:
-                start.append(time.monotonic())
-            p = max(p, (time.monotonic() - start[0]) / budget)
-        return min(max(p, 0.0), 1.0)
+    def __init__(self, shape, total_steps, warmup_steps=0, min_lr_ratio=0.1):
+        _check(warmup_steps, total_steps, min_lr_ratio)
+        self.shape, self.total_steps = shape, int(total_steps)
+        self.warmup_steps, self.min_lr_ratio = int(warmup_steps), float(min_lr_ratio)
 
-    return progress
-
-
-def cosine(optimizer, total_steps, warmup_steps=0, min_lr_ratio=0.1, max_time=None):
-    """Linear warmup, then cosine decay to min_lr_ratio × lr at total_steps, or at max_time (see _decay_progress)
-    when that comes first."""
-    _check(warmup_steps, total_steps, min_lr_ratio)
-    warmup_steps = min(warmup_steps, total_steps // 2)  # short (smoke-test) runs still decay
-    decay_progress = _decay_progress(warmup_steps, total_steps, max_time)
-
-    def factor(step):
-        if step < warmup_steps:
-            return (step + 1) / (warmup_steps + 1)
-        progress = decay_progress(step)
-        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return LambdaLR(optimizer, factor)
+    def __call__(self, step):
+        warmup = min(self.warmup_steps, self.total_steps // 2)
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = min(max((step - warmup) / max(self.total_steps - warmup, 1), 0.0), 1.0)
+        if self.shape == "cosine":
+            return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        return 1 - (1 - self.min_lr_ratio) * progress
 
 
-def linear(optimizer, total_steps, warmup_steps=0, min_lr_ratio=0.0, max_time=None):
-    """Linear warmup, then linear decay to min_lr_ratio × lr at total_steps, or at max_time when that comes first."""
-    _check(warmup_steps, total_steps, min_lr_ratio)
-    warmup_steps = min(warmup_steps, total_steps // 2)
-    decay_progress = _decay_progress(warmup_steps, total_steps, max_time)
+def cosine(optimizer, total_steps, warmup_steps=0, min_lr_ratio=0.1):
+    """Linear warmup, then cosine decay to min_lr_ratio × lr at total_steps."""
+    return LambdaLR(optimizer, WarmupDecay("cosine", total_steps, warmup_steps, min_lr_ratio))
 
-    def factor(step):
-        if step < warmup_steps:
-            return (step + 1) / (warmup_steps + 1)
-        progress = decay_progress(step)
-        return 1 - (1 - min_lr_ratio) * progress
 
-    return LambdaLR(optimizer, factor)
+def linear(optimizer, total_steps, warmup_steps=0, min_lr_ratio=0.0):
+    """Linear warmup, then linear decay to min_lr_ratio × lr at total_steps."""
+    return LambdaLR(optimizer, WarmupDecay("linear", total_steps, warmup_steps, min_lr_ratio))
 
 
 def constant(optimizer, warmup_steps=0, total_steps=None):

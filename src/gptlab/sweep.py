@@ -12,6 +12,8 @@ import os
 import sys
 from pathlib import Path
 
+from gptlab.errors import GptlabFileNotFoundError
+
 RESULT_FILE = "result.json"
 SWEPT_KEYS_ENV = "GPTLAB_SWEPT_KEYS"  # set by the Sweep callback: the keys the running multirun varies
 COLUMNS = ["job", "overrides", "val_ppl", "test_ppl", "tokens_per_sec", "status"]
@@ -89,7 +91,7 @@ def read_job(job_dir: Path, sweep_dir: Path) -> dict:
 def collect(sweep_dir) -> list[dict]:
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
-        raise FileNotFoundError(f"no such sweep directory: {sweep_dir}")
+        raise GptlabFileNotFoundError(f"no such sweep directory: {sweep_dir}")
     return [read_job(d, sweep_dir) for d in job_dirs(sweep_dir)]
 
 

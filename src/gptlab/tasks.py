@@ -14,15 +14,17 @@ from pathlib import Path
 from torchmetrics.text import ROUGEScore, SacreBLEUScore
 from torchmetrics.text import SQuAD as SQuADScore
 
+from gptlab.errors import GptlabError, GptlabFileNotFoundError
+
 METRICS = ("squad", "rouge_l", "bleu")
 
 
 def check_task(task):
     """A task config needs a template with an {input} slot and one of METRICS."""
     if "{input}" not in str(task.get("template", "")):
-        raise ValueError(f"task.template must contain {{input}}, got {task.get('template')!r}")
+        raise GptlabError(f"task.template must contain {{input}}, got {task.get('template')!r}")
     if task.get("metric") not in METRICS:
-        raise ValueError(f"task.metric must be one of {', '.join(METRICS)}, got {task.get('metric')!r}")
+        raise GptlabError(f"task.metric must be one of {', '.join(METRICS)}, got {task.get('metric')!r}")
 
 
 def render(template, text) -> str:
@@ -35,7 +37,7 @@ def read_records(path) -> list[dict]:
     malformed line is reported with its number."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"task_file={path} does not exist")
+        raise GptlabFileNotFoundError(f"task_file={path} does not exist")
     records = []
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
@@ -44,16 +46,16 @@ def read_records(path) -> list[dict]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}, line {n}: not valid JSON ({e.msg} at column {e.colno})") from None
+                raise GptlabError(f"{path}, line {n}: not valid JSON ({e.msg} at column {e.colno})") from None
             if not isinstance(record, dict) or not isinstance(record.get("input"), str) or not record["input"].strip():
-                raise ValueError(f'{path}, line {n}: a record needs a non-empty string "input"')
+                raise GptlabError(f'{path}, line {n}: a record needs a non-empty string "input"')
             refs = record.get("reference")
             refs = [refs] if isinstance(refs, str) else refs
             if not isinstance(refs, list) or not refs or not all(isinstance(r, str) for r in refs):
-                raise ValueError(f'{path}, line {n}: "reference" must be a string or a non-empty list of strings')
+                raise GptlabError(f'{path}, line {n}: "reference" must be a string or a non-empty list of strings')
             records.append({"input": record["input"], "references": refs, "line": n})
     if not records:
-        raise ValueError(f"task_file={path} holds no records")
+        raise GptlabError(f"task_file={path} holds no records")
     return records
 
 
@@ -70,7 +72,7 @@ def score(metric, predictions, references) -> dict:
         return {"rougeL": 100 * float(result["rougeL_fmeasure"])}
     if metric == "bleu":
         return {"bleu": 100 * float(SacreBLEUScore(tokenize="13a")(predictions, references))}
-    raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    raise GptlabError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
 
 
 def evaluate_task(records, metric, predict, out_dir=None) -> dict:

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import tiktoken
 
+from gptlab.errors import GptlabError
+
 
 def _use_local_bpe_files() -> None:
     """Point tiktoken at <data dir>/tiktoken-cache (GPTLAB_DATA_DIR, else <repo>/data) when TIKTOKEN_CACHE_DIR is
@@ -33,13 +35,13 @@ class Tokenizer:
     def __init__(self, name: str = "gpt2"):
         valid = tiktoken.list_encoding_names()
         if name not in valid:
-            raise ValueError(f"Unknown tokenizer {name!r}; valid names: {', '.join(valid)}")
+            raise GptlabError(f"Unknown tokenizer {name!r}; valid names: {', '.join(valid)}")
         _use_local_bpe_files()
         try:
             self._enc = tiktoken.get_encoding(name)
         except OSError as e:  # requests' ConnectionError is an OSError
             cache = os.environ.get("TIKTOKEN_CACHE_DIR", "<unset>")
-            raise RuntimeError(
+            raise GptlabError(
                 f"Could not load the BPE files of tiktoken encoding {name!r} ({e.__class__.__name__}: {e}). "
                 f"tiktoken downloads them from openaipublic.blob.core.windows.net on first use; offline, set "
                 f"TIKTOKEN_CACHE_DIR to a directory holding the cached files (now: {cache}), "

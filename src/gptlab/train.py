@@ -16,30 +16,11 @@ from gptlab.checkpoint import check_compatible
 from gptlab.checkpoint_io import SafeCheckpointIO
 from gptlab.errors import check_override_types
 from gptlab.module import GPTLitModule
+from gptlab.precision import resolve_precision
 from gptlab.sweep import hydra_job, write_result
 from gptlab.wandb_logger import finish_wandb, log_config_to_wandb
 
 log = logging.getLogger(__name__)
-
-
-def cpu_has_fast_bf16() -> bool:
-    """bf16 matmuls beat fp32 on CPUs with AVX512-BF16 or AMX; elsewhere they are many times slower."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_precision(precision, accelerator="auto"):
-    """`auto`: bf16-mixed where it is fast (CUDA with bf16, CPUs with AVX512-BF16/AMX), else 16-mixed on older
-    GPUs and 32-true on other CPUs."""
-    if str(precision) != "auto":
-        return precision
-    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    return "bf16-mixed" if cpu_has_fast_bf16() else "32-true"
 
 
 def build(cfg: DictConfig):
@@ -48,11 +29,7 @@ def build(cfg: DictConfig):
     model_cfg = instantiate(cfg.model, _convert_="all")
     model_cfg.vocab_size = dm.vocab_size  # the tokenizer decides
     checks.check_data_fits_model(dm.block_size, model_cfg.block_size)
-    scheduler = cfg.get("scheduler")
-    if scheduler is not None and cfg.trainer.get("deterministic") and scheduler.get("max_time"):
-        # a deterministic run cannot follow the wall clock: its LR schedule goes by steps alone
-        scheduler = OmegaConf.merge(scheduler, {"max_time": None})
-    module = GPTLitModule(model=model_cfg, optimizer=cfg.optimizer, scheduler=scheduler,
+    module = GPTLitModule(model=model_cfg, optimizer=cfg.optimizer, scheduler=cfg.get("scheduler"),
                           compile=cfg.get("compile", False))
     checks.check_optimizer(module)
     if cfg.get("ckpt_path"):
@@ -122,12 +99,14 @@ def train_and_evaluate(cfg: DictConfig) -> float:
 
 def print_summary(cfg, module, trainer, val, test, ckpt, seconds):
     c = module.model.config
-    tput = next((cb.tokens_per_sec for cb in trainer.callbacks if isinstance(cb, Throughput)), None)
+    meter = next((cb for cb in trainer.callbacks if isinstance(cb, Throughput)), None)
+    tput, mfu = (meter.tokens_per_sec, meter.mfu) if meter else (None, None)
     lines = [
         f"model      {c.n_layer} layers × {c.n_embd} wide, {c.n_head} heads, block {c.block_size}: "
         f"{module.model.num_params() / 1e6:.2f}M parameters",
         f"training   {trainer.global_step} steps, precision {trainer.precision}, "
-        + (f"{tput:,.0f} tokens/s" if tput else "tokens/s n/a") + f", {seconds / 60:.1f} min in all",
+        + (f"{tput:,.0f} tokens/s" if tput else "tokens/s n/a") + (f", MFU {100 * mfu:.1f}%" if mfu else "")
+        + f", {seconds / 60:.1f} min in all",
     ]
     for name, m in (("val", val), ("test", test)):
         if f"{name}/ppl" in m:

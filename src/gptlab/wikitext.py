@@ -16,6 +16,8 @@ import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+from gptlab.errors import GptlabError, GptlabFileNotFoundError
+
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
@@ -58,10 +60,10 @@ def sha256_file(path: Path) -> str:
 
 
 def verify(path: Path, expected: str | None) -> str:
-    """Return the file's sha256; raise RuntimeError if it is not the expected one (None: accept any)."""
+    """Return the file's sha256; raise GptlabError if it is not the expected one (None: accept any)."""
     actual = sha256_file(path)
     if expected is not None and actual != expected:
-        raise RuntimeError(
+        raise GptlabError(
             f"{path} has sha256 {actual}, expected {expected}. The file is corrupt or not the published "
             f"WikiText-2 file; it was left untouched. Delete or replace it, and it will be downloaded again."
         )
@@ -88,7 +90,7 @@ def find_files(
         no_download = (None, ["  none: download=False"])
         dest, errors = _download(variant, missing, dirs, urls, sha256) if download else no_download
         if dest is None:
-            raise FileNotFoundError(_missing_message(variant, missing, dirs, urls, errors))
+            raise GptlabFileNotFoundError(_missing_message(variant, missing, dirs, urls, errors))
         found.update((s, dest / relpath(variant, s)) for s in missing)
     return {s: (found[s], verify(found[s], sha256.get(found[s].name))) for s in splits}
 

@@ -1,0 +1,82 @@
+"""Precision and device: the one place that decides them, for training (train.py) and inference (eval.py,
+generate.py, notebooks).
+
+`precision: auto` picks bf16-mixed where bf16 is fast (CUDA GPUs with bf16, CPUs with AVX512-BF16 or AMX),
+16-mixed on older GPUs, and 32-true on other CPUs, where bf16 is emulated and ~100× slower than fp32.
+GPTLAB_CPU_BF16=1 or 0 overrides the CPU detection, so one machine can take the other kind's path (tests, CI).
+"""
+
+import contextlib
+import os
+
+import torch
+from omegaconf import OmegaConf
+
+from gptlab.errors import GptlabError
+
+CPU_BF16_ENV = "GPTLAB_CPU_BF16"
+PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "64")
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU runs bf16 matmuls in hardware (AVX512-BF16 or AMX); GPTLAB_CPU_BF16=0|1 overrides."""
+    forced = os.environ.get(CPU_BF16_ENV)
+    if forced is not None and forced.strip() != "":
+        if forced.strip() not in ("0", "1"):
+            raise GptlabError(f"{CPU_BF16_ENV}={forced!r}: set it to 1 (use bf16 on this CPU), 0 (do not), or unset "
+                              f"it to detect")
+        return forced.strip() == "1"
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision, accelerator="auto") -> str:
+    """A Lightning precision string; `auto` resolved for `accelerator` (auto, cpu, gpu, cuda)."""
+    if str(precision) != "auto":
+        return str(precision)
+    if str(accelerator) in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "bf16-mixed" if cpu_has_fast_bf16() else "32-true"
+
+
+def resolve_device(device="auto") -> torch.device:
+    """`auto`: the GPU when there is one, else the CPU. A CUDA device on a machine without one is refused."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(str(device))
+    except RuntimeError:
+        raise GptlabError(f"device={device}: expected auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise GptlabError(f"device={device} but this machine has no CUDA GPU: use device=auto or cpu")
+    return dev
+
+
+def apply_precision(model, precision, device):
+    """A Lightning precision string applied for inference on `device`: returns the model (cast for "-true"
+    precisions) and a function giving the autocast context (a no-op for the others)."""
+    precision = resolve_precision(precision, device.type)
+    base, _, mode = precision.partition("-")
+    dtypes = {"bf16": torch.bfloat16, "16": torch.float16, "32": torch.float32, "64": torch.float64}
+    if base not in dtypes or mode not in ("", "true", "mixed"):
+        raise GptlabError(f"precision={precision}: expected one of {', '.join(PRECISIONS)}")
+    if base == "16" and device.type != "cuda":
+        raise GptlabError(f"precision={precision} (float16) needs a CUDA GPU; on CPU use 32-true or bf16-mixed")
+    if mode == "mixed" or (mode == "" and base in ("16", "bf16")):  # Lightning reads "16" as "16-mixed"
+        return model, lambda: torch.autocast(device.type, dtype=dtypes[base])
+    return model.to(dtypes[base]), contextlib.nullcontext
+
+
+def trains_on_cpu(accelerator="auto") -> bool:
+    """Whether a run with trainer.accelerator=`accelerator` trains on the CPU."""
+    return str(accelerator) == "cpu" or (str(accelerator) == "auto" and not torch.cuda.is_available())
+
+
+# ${gptlab_on_cpu:VALUE,${trainer.accelerator}}: VALUE when the run trains on the CPU, else null (the default
+# run's time budget, conf/experiment/cpu_10min.yaml)
+OmegaConf.register_new_resolver("gptlab_on_cpu", lambda value, accelerator: value if trains_on_cpu(accelerator)
+                                else None, replace=True)
