@@ -152,13 +152,15 @@ def test_a_time_budget_gives_every_rank_the_same_schedule_and_identical_weights(
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
     run_train(tmp_path, *RUN, f"data.data_dir={small_data_dir}", "trainer.max_steps=100000",
               "trainer.max_time=00:00:00:15", "trainer.val_check_interval=100000", "callbacks.time_budget.skip_steps=3",
-              "callbacks.time_budget.measure_steps=10", "callbacks.resume_checkpoint.every_n_train_steps=null",
+              "callbacks.time_budget.measure_steps=10",
+              "callbacks.time_budget.reserve=0.5",  # the step budget, not max_time, ends it even on a busy machine
+              "callbacks.resume_checkpoint.every_n_train_steps=null",
               "callbacks.sample_text=null", f"+callbacks.record._target_={__name__}.RecordParamsAndLR",
               "+callbacks.record.out_dir=${paths.output_dir}", cache_dir=token_cache_dir)
     rank0, rank1 = torch.load(tmp_path / "state0.pt"), torch.load(tmp_path / "state1.pt")
     budget = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["callbacks"]["TimeBudget"]
     assert 13 < rank0["step"] == rank1["step"] == budget["total_steps"] < 100000  # ended by the step budget
-    assert rank0["lrs"] == rank1["lrs"] and rank0["lrs"][-1] < 1.01 * 0.1 * max(rank0["lrs"])  # decayed to the end
+    assert rank0["lrs"] == rank1["lrs"] and rank0["lrs"][-1] < 1.05 * 0.1 * max(rank0["lrs"])  # decayed to the end
     assert rank0["params"].keys() == rank1["params"].keys()
     assert all(torch.equal(rank0["params"][n], rank1["params"][n]) for n in rank0["params"])  # bitwise
 

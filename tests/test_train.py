@@ -1,4 +1,5 @@
 import csv
+import re
 
 from conftest import TINY, run_train
 
@@ -24,6 +25,8 @@ def test_debug_fast_runs_one_batch_of_each(tmp_path, token_cache_dir):
 def test_bf16_mixed_and_gpt_mini_on_one_device(tmp_path, token_cache_dir):
     proc = run_train(tmp_path, *TINY, "model=gpt_mini", "model.block_size=64", "trainer.precision=bf16-mixed",
                      "trainer.devices=1", "trainer.max_steps=2", "trainer.val_check_interval=2",
-                     "final_limit_batches=1", cache_dir=token_cache_dir)
+                     "final_limit_batches=1", "callbacks.throughput.skip=1", "callbacks.throughput.peak_flops=1e12",
+                     cache_dir=token_cache_dir)
     assert "precision bf16-mixed" in proc.stdout
+    assert re.search(r"tokens/s, MFU \d+\.\d%", proc.stdout)  # against the peak FLOP/s given
     assert "6 layers × 192 wide" in proc.stdout
