@@ -38,11 +38,11 @@ class WarmupDecay:
 
     def __init__(self, shape, total_steps, warmup_steps=0, min_lr_ratio=0.1):
         _check(warmup_steps, total_steps, min_lr_ratio)
-        self.shape, self.total_steps = shape, int(total_steps)
-        self.warmup_steps, self.min_lr_ratio = int(warmup_steps), float(min_lr_ratio)
+        self.shape, self.total_steps, self.min_lr_ratio = shape, int(total_steps), float(min_lr_ratio)
+        self.warmup_steps = min(int(warmup_steps), self.total_steps // 2)  # fixed here: a later total keeps it
 
     def __call__(self, step):
-        warmup = min(self.warmup_steps, self.total_steps // 2)
+        warmup = self.warmup_steps
         if step < warmup:
             return (step + 1) / (warmup + 1)
         progress = min(max((step - warmup) / max(self.total_steps - warmup, 1), 0.0), 1.0)
