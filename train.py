@@ -1,13 +1,16 @@
 """Train a GPT on WikiText-2: `python train.py model=gpt_mini trainer.devices=4` (see conf/train.yaml)."""
 
-from gptlab.startup import fast_malloc
+from gptlab.apps.startup import fast_malloc
 
-fast_malloc()  # first: restarts Python once with malloc settings that spare page faults (gptlab/startup.py)
+fast_malloc()  # first: restarts Python once with malloc settings that spare page faults (gptlab/apps/startup.py)
 
 import hydra  # noqa: E402
 
-from gptlab.errors import clear_errors  # noqa: E402
-from gptlab.train import run  # noqa: E402
+from gptlab.apps.errors import clear_errors  # noqa: E402
+from gptlab.apps.setup import setup  # noqa: E402
+from gptlab.apps.train import run  # noqa: E402
+
+setup()  # gptlab's config resolvers, before Hydra composes the config
 
 
 @clear_errors  # bad input: one line `error: ...`, exit code 2

@@ -10,8 +10,8 @@ import time
 
 import torch
 
-from gptlab.optim import MuonAdamW
-from gptlab.precision import cpu_has_fast_bf16
+from gptlab.training.optim import MuonAdamW
+from gptlab.training.precision import cpu_has_fast_bf16
 
 
 def timed(fn, reps):

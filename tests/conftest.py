@@ -5,6 +5,10 @@ from pathlib import Path
 
 import pytest
 
+from gptlab.apps.setup import setup
+
+setup()  # the config resolvers, as train.py, eval.py and generate.py register them
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 for var, value in [("TIKTOKEN_CACHE_DIR", SHARED_DATA / "tiktoken-cache"), ("GPTLAB_DATA_DIR", SHARED_DATA)]:
     os.environ[var] = os.environ.get(var) or str(value)

@@ -9,9 +9,9 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
-from gptlab.budget import TimeBudget
-from gptlab.module import GPTLitModule
-from gptlab.schedulers import cosine
+from gptlab.training.budget import TimeBudget
+from gptlab.training.module import GPTLitModule
+from gptlab.training.schedulers import cosine
 
 LR, MIN_RATIO = 1e-3, 0.1
 

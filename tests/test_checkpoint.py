@@ -12,12 +12,12 @@ import torch
 from conftest import REPO
 from torch.utils.data import DataLoader
 
-from gptlab.checkpoint import check_compatible, load_module
-from gptlab.checkpoint_io import SafeCheckpointIO, UnsafeCheckpointError, load_checkpoint
 from gptlab.data import EvalWindows
 from gptlab.errors import GptlabError
 from gptlab.model import GPTConfig
-from gptlab.module import GPTLitModule
+from gptlab.training.checkpoint import check_compatible, load_module
+from gptlab.training.checkpoint_io import SafeCheckpointIO, UnsafeCheckpointError, load_checkpoint
+from gptlab.training.module import GPTLitModule
 
 SMALL = {"vocab_size": 50257, "block_size": 16, "n_layer": 1, "n_head": 2, "n_embd": 32}
 
@@ -105,10 +105,27 @@ def test_checkpoint_of_another_shape_is_refused_naming_the_differences(tmp_path)
     with pytest.raises(GptlabError, match=r"another shape than this run's: n_layer=1 \(this run: 2\), "
                                           r"n_embd=32 \(this run: 64\)\."):
         check_compatible(tmp_path / "c.ckpt", {**SMALL, "n_layer": 2, "n_embd": 64})
-    muon = {"_target_": "gptlab.optim.MuonAdamW", "_partial_": True}
+    muon = {"_target_": "gptlab.training.optim.MuonAdamW", "_partial_": True}
     check_compatible(tmp_path / "c.ckpt", SMALL, muon)  # no optimizer state in this file: nothing to clash
     hparams = dict(module.hparams, optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3})
     torch.save({"hyper_parameters": hparams, "state_dict": module.state_dict()}, tmp_path / "c.ckpt")
     with pytest.raises(GptlabError, match=r"holds the state of optimizer torch\.optim\.AdamW, this run uses "
-                                          r"gptlab\.optim\.MuonAdamW"):
+                                          r"gptlab\.training\.optim\.MuonAdamW"):
         check_compatible(tmp_path / "c.ckpt", SMALL, muon)
+
+
+def test_a_checkpoint_written_before_the_layers_move_still_loads_and_resumes(tmp_path):
+    # Before gptlab was split into layers, checkpoints named gptlab.optim.MuonAdamW and gptlab.schedulers.cosine.
+    optimizer = {"_target_": "gptlab.optim.MuonAdamW", "_partial_": True, "lr": 1e-3, "adamw_lr": 1e-3}
+    scheduler = {"_target_": "gptlab.schedulers.cosine", "_partial_": True, "total_steps": 10, "warmup_steps": 2}
+    module = GPTLitModule(model=SMALL)
+    old = {"hyper_parameters": {"model": SMALL, "optimizer": optimizer, "scheduler": scheduler, "compile": False},
+           "state_dict": module.state_dict(), "pytorch-lightning_version": L.__version__}
+    path = tmp_path / "old.ckpt"
+    torch.save(old, path)
+    loaded = GPTLitModule.load_from_checkpoint(path)  # as Lightning resumes a run: the optimizer is built
+    built = loaded.configure_optimizers()
+    assert type(built["optimizer"]).__name__ == "MuonAdamW"
+    assert type(built["lr_scheduler"]["scheduler"].lr_lambdas[0]).__name__ == "WarmupDecay"
+    assert torch.equal(load_module(path).model.transformer.wte.weight, module.model.transformer.wte.weight)
+    check_compatible(path, SMALL, {"_target_": "gptlab.training.optim.MuonAdamW"})  # the same optimizer

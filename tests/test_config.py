@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import open_dict
 
 from gptlab.model import GPT
-from gptlab.module import param_groups
+from gptlab.training.module import param_groups
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

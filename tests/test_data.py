@@ -2,6 +2,7 @@ import functools
 import hashlib
 import http.server
 import logging
+import os
 import shutil
 import socket
 import threading
@@ -16,9 +17,9 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from gptlab.data import IGNORE_INDEX, EvalWindows, TrainWindows, WikiText2DataModule
+from gptlab.data.token_cache import safe_chunks
+from gptlab.data.tokenizer import Tokenizer, _use_local_bpe_files, repo_root
 from gptlab.errors import GptlabError
-from gptlab.token_cache import safe_chunks
-from gptlab.tokenizer import Tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "valid", "test")
@@ -375,8 +376,14 @@ def test_dirs_default_to_env_then_repo(tmp_path, monkeypatch):
     assert (dm.data_dir, dm.cache_dir) == (tmp_path / "d", tmp_path / "c")
     monkeypatch.delenv("GPTLAB_DATA_DIR")
     monkeypatch.delenv("GPTLAB_CACHE_DIR")
+    monkeypatch.chdir(tmp_path)  # the checkout's folders, wherever the command runs from
     dm = WikiText2DataModule()
     assert (dm.data_dir, dm.cache_dir) == (REPO / "data", REPO / ".cache" / "gptlab")
+    assert repo_root() == REPO
+    monkeypatch.delenv("TIKTOKEN_CACHE_DIR")
+    _use_local_bpe_files()  # the BPE files of <repo>/data/tiktoken-cache (setup.sh links data/ to shared data)
+    expected = REPO / "data" / "tiktoken-cache"
+    assert os.environ.get("TIKTOKEN_CACHE_DIR") == (str(expected) if expected.is_dir() else None)
     with pytest.raises(ValueError, match="differ"):
         WikiText2DataModule(data_dir=tmp_path, cache_dir=tmp_path)
 

@@ -23,11 +23,11 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch.utils.data import DistributedSampler
 
+from gptlab.apps.distributed import grad_accumulation, single_run_command
+from gptlab.apps.train import build
 from gptlab.data import IGNORE_INDEX, EvalWindows, PaddedWindows, WikiText2DataModule
-from gptlab.distributed import grad_accumulation, single_run_command
-from gptlab.module import GPTLitModule, param_groups
-from gptlab.schedulers import WarmupDecay
-from gptlab.train import build
+from gptlab.training.module import GPTLitModule, param_groups
+from gptlab.training.schedulers import WarmupDecay
 
 LINES = {"train": 600, "valid": 30, "test": 20}
 NO_SHA = "data.sha256={wiki.train.tokens:null,wiki.valid.tokens:null,wiki.test.tokens:null}"

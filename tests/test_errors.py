@@ -14,11 +14,12 @@ import pytest
 import torch
 from conftest import REPO
 
+from gptlab.apps.errors import clear_errors, describe, format_error
 from gptlab.data import TrainWindows, WikiText2DataModule
-from gptlab.errors import GptlabError, clear_errors, describe, format_error
+from gptlab.data.sampler import resume_position
+from gptlab.errors import GptlabError
 from gptlab.model import GPTConfig
-from gptlab.module import GPTLitModule
-from gptlab.sampler import resume_position
+from gptlab.training.module import GPTLitModule
 
 
 def fails(capsys, monkeypatch, entry: str, *args: str) -> str:

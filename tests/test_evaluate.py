@@ -11,12 +11,12 @@ import torch
 import torch.nn.functional as F
 from conftest import REPO
 
-from gptlab.checkpoint import load_module
+from gptlab.apps.evaluate import split_metrics
 from gptlab.data import WikiText2DataModule
-from gptlab.evaluate import split_metrics
+from gptlab.data.token_cache import text_stats
+from gptlab.data.tokenizer import Tokenizer
 from gptlab.model import GPT, GPTConfig
-from gptlab.token_cache import text_stats
-from gptlab.tokenizer import Tokenizer
+from gptlab.training.checkpoint import load_module
 
 
 def run_script(script, *overrides, cache_dir=None, timeout=300):

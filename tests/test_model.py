@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from gptlab.loss import IGNORE_INDEX, fused_linear_cross_entropy
 from gptlab.model import GPT, GPTConfig
+from gptlab.model.loss import IGNORE_INDEX, fused_linear_cross_entropy
 
 
 def tiny(**kw):

@@ -11,9 +11,9 @@ import torch
 from conftest import REPO
 from hydra import compose, initialize_config_dir
 
-from gptlab.checkpoint_io import load_checkpoint
-from gptlab.resilience import NanGuard
-from gptlab.train import build
+from gptlab.apps.train import build
+from gptlab.training.checkpoint_io import load_checkpoint
+from gptlab.training.resilience import NanGuard
 
 RUN = [
     "model=gpt_nano", "model.block_size=32", "data.batch_size=2", "trainer.max_steps=7", "trainer.max_time=null",

@@ -15,10 +15,10 @@ import torch
 from conftest import REPO, run_train
 from hydra import compose, initialize_config_dir
 
-from gptlab import resume
-from gptlab.checkpoint_io import load_checkpoint, save_atomic
-from gptlab.sampler import ResumableSampler
-from gptlab.train import build
+from gptlab.apps import resume
+from gptlab.apps.train import build
+from gptlab.data.sampler import ResumableSampler
+from gptlab.training.checkpoint_io import load_checkpoint, save_atomic
 
 # Epochs of 4 batches, last.ckpt every 3 steps: resumes land mid-epoch and at epoch ends. Dropout on, so the
 # random state matters; deterministic algorithms and one thread, so that reruns can be compared bit for bit; no

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from gptlab.schedulers import constant, cosine, linear, seconds
+from gptlab.training.schedulers import constant, cosine, linear, seconds
 
 
 def make_opt():

@@ -34,7 +34,7 @@ def test_optuna_preset_searches_lr_weight_decay_dropout_and_warmup():
 
 
 def summary_command(*args):
-    return subprocess.run([sys.executable, "-m", "gptlab.sweep", *map(str, args)], cwd=REPO, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "gptlab.apps.sweep", *map(str, args)], cwd=REPO, capture_output=True,
                           text=True, timeout=120)
 
 

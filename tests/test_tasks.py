@@ -7,7 +7,7 @@ import pytest
 from conftest import REPO
 from hydra import compose, initialize_config_dir
 
-from gptlab.tasks import read_records, render, score
+from gptlab.apps.tasks import read_records, render, score
 
 QA_FILE = REPO / "tests" / "fixtures" / "qa.jsonl"
 

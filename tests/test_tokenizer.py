@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
+from gptlab.data.tokenizer import Tokenizer
 from gptlab.errors import GptlabError
-from gptlab.tokenizer import Tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from gptlab.wandb_logger import WandbLogger, name_from_overrides, wandb_mode
+from gptlab.apps.wandb_logger import WandbLogger, name_from_overrides, wandb_mode
 
 # A multirun job small enough for tests: debug=tiny made smaller still, validated only after training.
 SWEEP_TINY = [

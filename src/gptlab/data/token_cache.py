@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gptlab.tokenizer import Tokenizer
+from gptlab.data.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 

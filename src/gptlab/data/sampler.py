@@ -5,14 +5,9 @@ The data module saves `resume_position(trainer)` in each checkpoint (its state_d
 `sampler.resume_at(epoch, samples)`: the first iteration then skips the samples this process already trained on.
 """
 
-import warnings
 
 import torch
 from torch.utils.data import DistributedSampler
-
-# Lightning warns about resuming mid-epoch unless the DataLoader itself has state_dict methods; here the data
-# module holds that state (the position), so the warning does not apply
-warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
 
 
 class ResumableSampler(DistributedSampler):

@@ -25,12 +25,12 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from gptlab import token_cache, wikitext
+from gptlab.data import token_cache, wikitext
+from gptlab.data.sampler import ResumableSampler, resume_position
+from gptlab.data.token_cache import SplitStats
+from gptlab.data.tokenizer import Tokenizer, repo_root
 from gptlab.errors import GptlabError
-from gptlab.loss import IGNORE_INDEX  # padding and context-only positions of eval windows
-from gptlab.sampler import ResumableSampler, resume_position
-from gptlab.token_cache import SplitStats
-from gptlab.tokenizer import Tokenizer
+from gptlab.model.loss import IGNORE_INDEX  # padding and context-only positions of eval windows
 
 
 class TrainWindows(Dataset):
@@ -159,8 +159,8 @@ class WikiText2DataModule(L.LightningDataModule):
         splits = tuple(splits)
         bad = [s for s in splits if s not in wikitext.SPLITS]
         _check(splits and not bad, f"splits must be a non-empty subset of {wikitext.SPLITS}, got {splits}")
-        self.data_dir = Path(data_dir or os.environ.get("GPTLAB_DATA_DIR") or _repo_root() / "data").expanduser()
-        self.cache_dir = Path(cache_dir or os.environ.get("GPTLAB_CACHE_DIR") or _repo_root() / ".cache" / "gptlab")
+        self.data_dir = Path(data_dir or os.environ.get("GPTLAB_DATA_DIR") or repo_root() / "data").expanduser()
+        self.cache_dir = Path(cache_dir or os.environ.get("GPTLAB_CACHE_DIR") or repo_root() / ".cache" / "gptlab")
         self.cache_dir = self.cache_dir.expanduser()
         _check(self.cache_dir.resolve() != self.data_dir.resolve(), "cache_dir must differ from data_dir")
         self.variant, self.tokenizer_name, self.splits = variant, tokenizer, splits
@@ -274,9 +274,3 @@ class WikiText2DataModule(L.LightningDataModule):
 def _check(ok, message: str) -> None:
     if not ok:
         raise GptlabError(message)
-
-
-def _repo_root() -> Path:
-    """The project root (holding pyproject.toml) when running from a source checkout, else the working directory."""
-    root = Path(__file__).resolve().parents[2]
-    return root if (root / "pyproject.toml").is_file() else Path.cwd()

@@ -42,10 +42,6 @@ def config_subdir(output_dir: str, stamp: str) -> str:
     return f".hydra/resumed-{stamp}" if taken else ".hydra"
 
 
-OmegaConf.register_new_resolver("gptlab_run_dir", run_dir, replace=True)
-OmegaConf.register_new_resolver("gptlab_config_subdir", config_subdir, replace=True)
-
-
 def prepare(cfg) -> None:
     """Before building the run: with resume=true and no ckpt_path, set ckpt_path to this run's last.ckpt (when
     there is one); give a W&B logger its run id, stored in the run directory for the next resume."""

@@ -7,7 +7,7 @@ from pathlib import Path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 
-from gptlab.sweep import SWEPT_KEYS_ENV, summarize
+from gptlab.apps.sweep import SWEPT_KEYS_ENV, summarize
 
 
 def swept_keys(config) -> list[str]:
@@ -23,7 +23,7 @@ class Sweep(Callback):
     end: a table of every job (overrides, val/test ppl, tokens/s, status), also written to <sweep dir>/summary.csv;
     then exit with status 1 if any job failed, so that scripts notice.
 
-    Jobs catch their own errors in a multirun (gptlab.train.run records them in result.json), so one failing
+    Jobs catch their own errors in a multirun (gptlab.apps.train.run records them in result.json), so one failing
     job neither stops the sweep nor hides the others' results."""
 
     def on_multirun_start(self, config, **kwargs):

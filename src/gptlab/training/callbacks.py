@@ -8,8 +8,9 @@ import torch
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.strategies import FSDPStrategy
 
-from gptlab.model import GPT
-from gptlab.tokenizer import Tokenizer
+from gptlab.data.tokenizer import Tokenizer
+from gptlab.model.decode import complete
+from gptlab.model.gpt import GPT
 
 
 class Throughput(L.Callback):
@@ -83,8 +84,6 @@ class SampleText(L.Callback):
     def on_validation_end(self, trainer, pl_module):
         if trainer.sanity_checking or trainer.state.fn != "fit" or not self.prompts:
             return
-        from gptlab.generate import complete  # imported here: gptlab.generate imports train.py, which imports us
-
         tokenizer = getattr(trainer.datamodule, "tokenizer", None) or Tokenizer(self.tokenizer_name)
         model = pl_module.model
         if isinstance(trainer.strategy, FSDPStrategy):  # sharded weights: rank 0 decodes with a gathered copy

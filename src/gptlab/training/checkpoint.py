@@ -1,7 +1,8 @@
-"""Load a trained model back from a Lightning checkpoint written by train.py.
+"""Load a trained model back from a Lightning checkpoint written by train.py: the one checkpoint-to-model loader.
 
-    from gptlab.checkpoint import load_model
-    model = load_model("outputs/runs/gpt_micro/<time>/checkpoints/last.ckpt")   # a GPT in eval mode
+    from gptlab.training.checkpoint import load_for_inference
+    run = load_for_inference("outputs/runs/gpt_micro/<time>/checkpoints/last.ckpt", precision="auto")
+    run.model, run.tokenizer, run.autocast   # a GPT in eval mode on its device, its tokenizer, the precision
 
 Checkpoints hold their hyper-parameters as plain dicts (see module.py), so they load with `weights_only=True`:
 opening a checkpoint never runs code from it, and a file that would is refused (checkpoint_io.load_checkpoint).
@@ -9,14 +10,19 @@ Nothing named in a checkpoint is instantiated: the model is built from its plain
 """
 
 import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import OmegaConf
+import torch
+from omegaconf import DictConfig, OmegaConf
 
-from gptlab.checkpoint_io import load_checkpoint
+from gptlab.data.tokenizer import Tokenizer
 from gptlab.errors import GptlabError, GptlabFileNotFoundError
-from gptlab.model import GPT, GPTConfig
-from gptlab.module import GPTLitModule
+from gptlab.model.gpt import GPT, GPTConfig
+from gptlab.training.checkpoint_io import load_checkpoint
+from gptlab.training.module import GPTLitModule, current_target
+from gptlab.training.precision import apply_precision, resolve_device, resolve_precision
 
 
 def load_module(ckpt_path, map_location="cpu") -> GPTLitModule:
@@ -57,8 +63,8 @@ def check_compatible(ckpt_path, model_config: dict, optimizer_config: dict | Non
     if diffs:
         raise GptlabError(f"ckpt_path={path} holds a model of another shape than this run's: {', '.join(diffs)}. "
                           f"Use the model config it was trained with (its run's .hydra/config.yaml)")
-    was = ((ckpt.get("hyper_parameters") or {}).get("optimizer") or {}).get("_target_")
-    now = (optimizer_config or {}).get("_target_")
+    was = current_target(((ckpt.get("hyper_parameters") or {}).get("optimizer") or {}).get("_target_"))
+    now = current_target((optimizer_config or {}).get("_target_"))
     if was and now and was != now:
         raise GptlabError(f"ckpt_path={path} holds the state of optimizer {was}, this run uses {now}: use the "
                           f"optimizer it was trained with")
@@ -82,3 +88,32 @@ def _existing(ckpt_path) -> Path:
     if not path.is_file():
         raise GptlabFileNotFoundError(f"ckpt_path={path} does not exist or is not a file")
     return path
+
+
+@dataclass
+class Inference:
+    """A trained model ready to apply: on its device, in its precision (wrap calls in `autocast()`), with the
+    tokenizer it was trained with and the training run's config (None when the run directory is not there)."""
+
+    model: GPT
+    autocast: Callable
+    tokenizer: Tokenizer
+    device: torch.device
+    precision: str
+    run_config: DictConfig | None
+
+
+def load_for_inference(ckpt_path, device="auto", precision="auto", tokenizer=None,
+                       tokenizer_key="tokenizer") -> Inference:
+    """The one way from a checkpoint to a model to apply (eval.py, generate.py, notebooks). tokenizer: a tiktoken
+    name; None: the training run's (its .hydra/config.yaml), else gpt2. tokenizer_key: the config key that set
+    it, named in the error when its vocabulary does not fit the model."""
+    device = resolve_device(device)
+    model = load_model(ckpt_path).to(device)
+    model, autocast = apply_precision(model, precision, device)
+    run = run_config(ckpt_path)
+    tok = Tokenizer(tokenizer or (run is not None and run.get("data", {}).get("tokenizer")) or "gpt2")
+    if tok.vocab_size != model.config.vocab_size:
+        raise GptlabError(f"tokenizer {tok.name!r} has {tok.vocab_size} tokens but the model has "
+                          f"{model.config.vocab_size}: set {tokenizer_key} to the one it was trained with")
+    return Inference(model, autocast, tok, device, resolve_precision(precision, device.type), run)

@@ -10,15 +10,16 @@ from hydra.utils import instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from gptlab import checks, distributed, resume
-from gptlab.callbacks import Throughput
-from gptlab.checkpoint import check_compatible
-from gptlab.checkpoint_io import SafeCheckpointIO
-from gptlab.errors import check_override_types
-from gptlab.module import GPTLitModule
-from gptlab.precision import resolve_precision
-from gptlab.sweep import hydra_job, write_result
-from gptlab.wandb_logger import finish_wandb, log_config_to_wandb
+from gptlab.apps import checks, distributed, resume
+from gptlab.apps.errors import check_override_types
+from gptlab.apps.setup import setup
+from gptlab.apps.sweep import hydra_job, write_result
+from gptlab.apps.wandb_logger import finish_wandb, log_config_to_wandb
+from gptlab.training.callbacks import Throughput
+from gptlab.training.checkpoint import check_compatible
+from gptlab.training.checkpoint_io import SafeCheckpointIO
+from gptlab.training.module import GPTLitModule
+from gptlab.training.precision import resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ def run(cfg: DictConfig) -> float | None:
     closed after every job, also a failed one. In a multirun a failed job is recorded in its result.json and
     returns None (an Optuna trial counts as failed), so the other jobs still run; the Sweep callback
     (hydra_callbacks.py) lists every job at the end and exits non-zero. A single run raises."""
+    setup()  # idempotent; for jobs started by a launcher that did not go through train.py
     failed = True
     try:
         value = train_and_evaluate(cfg)

@@ -1,7 +1,6 @@
 """GPTLitModule: the GPT of model.py trained, validated and tested by Lightning."""
 
 import dataclasses
-import warnings
 
 import lightning as L
 import numpy as np
@@ -11,19 +10,29 @@ from omegaconf import DictConfig, OmegaConf
 from torchmetrics import SumMetric
 
 from gptlab.errors import GptlabError
-from gptlab.metrics import lm_metrics
-from gptlab.model import GPT, GPTConfig
+from gptlab.model.gpt import GPT, GPTConfig
+from gptlab.model.metrics import lm_metrics
 
-# val/ and test/ values are summed over ranks by their metrics before they are logged: Lightning's hint does not apply
-warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('(val|test)/.*sync_dist=True")
+# Where optimizer and scheduler targets lived before gptlab was split into layers: checkpoints written then name them
+MOVED_TARGETS = {"gptlab.optim.": "gptlab.training.optim.", "gptlab.schedulers.": "gptlab.training.schedulers."}
+
+
+def current_target(target):
+    """A `_target_` name as it is now (an older checkpoint may hold a name from before the move)."""
+    for old, new in MOVED_TARGETS.items():
+        if isinstance(target, str) and target.startswith(old):
+            return new + target[len(old):]
+    return target
 
 
 def _plain(cfg):
     """Configs are stored in checkpoints as plain dicts (no pickled classes): safe to load with weights_only."""
     if isinstance(cfg, DictConfig):
-        return OmegaConf.to_container(cfg, resolve=True)
-    if dataclasses.is_dataclass(cfg):
-        return dataclasses.asdict(cfg)
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    elif dataclasses.is_dataclass(cfg):
+        cfg = dataclasses.asdict(cfg)
+    if isinstance(cfg, dict) and "_target_" in cfg:
+        cfg = {**cfg, "_target_": current_target(cfg["_target_"])}
     return cfg
 
 

@@ -23,8 +23,8 @@ import torch
 from lightning.fabric.plugins.environments import LSFEnvironment, SLURMEnvironment, TorchElasticEnvironment
 from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator
 
+from gptlab.apps.sweep import RESULT_FILE
 from gptlab.errors import GptlabError
-from gptlab.sweep import RESULT_FILE
 
 log = logging.getLogger(__name__)
 

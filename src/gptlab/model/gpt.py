@@ -15,7 +15,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from gptlab.errors import GptlabError
-from gptlab.loss import IGNORE_INDEX, adaptive_nll, chunked_nll, fused_linear_cross_entropy
+from gptlab.model.loss import IGNORE_INDEX, adaptive_nll, chunked_nll, fused_linear_cross_entropy
 
 
 @dataclass
@@ -238,27 +238,5 @@ class GPT(nn.Module):
         with torch.autocast(h.device.type, enabled=False):
             return adaptive_nll(self.lm_head, h.to(self._head_dtype()), ranked)
 
-    @torch.no_grad()
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
-        """Greedy (temperature 0) or sampled continuation of idx (B, T), using a KV cache."""
-        caches = [KVCache() for _ in self.transformer.h]
-        x = idx[:, -self.config.block_size :]
-        for _ in range(max_new_tokens):
-            if len(caches[0]) + x.size(1) > self.config.block_size:  # context full: start again from the tail
-                caches = [KVCache() for _ in self.transformer.h]
-                x = idx[:, -self.config.block_size :]
-            logits = self.logits(self.hidden_states(x, caches)[:, -1, :]).float()
-            if temperature == 0:
-                nxt = logits.argmax(dim=-1, keepdim=True)
-            else:
-                logits = logits / temperature
-                if top_k is not None:
-                    v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
-                    logits[logits < v[:, [-1]]] = -float("inf")
-                nxt = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
-            idx = torch.cat((idx, nxt), dim=1)
-            x = nxt
-        return idx
 
-
-__all__ = ["GPT", "GPTConfig", "KVCache", "IGNORE_INDEX"]
+__all__ = ["GPT", "GPTConfig", "Block", "KVCache", "IGNORE_INDEX"]

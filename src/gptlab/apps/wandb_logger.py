@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from omegaconf import DictConfig, OmegaConf
 
-from gptlab.sweep import hydra_job, short_value
+from gptlab.apps.sweep import hydra_job, short_value
 
 # Without the Sweep callback's list of swept keys: overrides left out of run names, those that say where or how
 # a job runs rather than what it trains.

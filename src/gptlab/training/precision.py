@@ -10,7 +10,6 @@ import contextlib
 import os
 
 import torch
-from omegaconf import OmegaConf
 
 from gptlab.errors import GptlabError
 
@@ -74,9 +73,3 @@ def apply_precision(model, precision, device):
 def trains_on_cpu(accelerator="auto") -> bool:
     """Whether a run with trainer.accelerator=`accelerator` trains on the CPU."""
     return str(accelerator) == "cpu" or (str(accelerator) == "auto" and not torch.cuda.is_available())
-
-
-# ${gptlab_on_cpu:VALUE,${trainer.accelerator}}: VALUE when the run trains on the CPU, else null (the default
-# run's time budget, conf/experiment/cpu_10min.yaml)
-OmegaConf.register_new_resolver("gptlab_on_cpu", lambda value, accelerator: value if trains_on_cpu(accelerator)
-                                else None, replace=True)

@@ -15,7 +15,7 @@ import torch
 from lightning.pytorch.callbacks import Timer
 
 from gptlab.errors import GptlabError
-from gptlab.schedulers import WarmupDecay, seconds
+from gptlab.training.schedulers import WarmupDecay, seconds
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
-"""Sweep results: each job writes <job dir>/result.json (train.py); `python -m gptlab.sweep <multirun dir>` prints
+"""Sweep results: each job writes <job dir>/result.json (train.py); `python -m gptlab.apps.sweep <multirun dir>` prints
 one row per job (its overrides, val and test perplexity, tokens/s, status) and writes them to <dir>/summary.csv.
 
-    python -m gptlab.sweep outputs/multiruns/2025-01-01_12-00-00 [--csv path.csv]
+    python -m gptlab.apps.sweep outputs/multiruns/2025-01-01_12-00-00 [--csv path.csv]
 """
 
 import argparse
@@ -151,7 +151,7 @@ def summarize(sweep_dir, csv_path=None) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gptlab.sweep", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m gptlab.apps.sweep", description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", help="a multirun directory, e.g. outputs/multiruns/<date>_<time>")
     parser.add_argument("--csv", help="where to write the table (default: <sweep_dir>/summary.csv)")
     args = parser.parse_args(argv)

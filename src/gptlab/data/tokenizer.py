@@ -12,13 +12,19 @@ import tiktoken
 from gptlab.errors import GptlabError
 
 
+def repo_root() -> Path:
+    """The project root (the folder above src/ holding pyproject.toml) when running from a source checkout, else
+    the working directory."""
+    root = next((p for p in Path(__file__).resolve().parents if (p / "src" / "gptlab").is_dir()), None)
+    return root if root is not None and (root / "pyproject.toml").is_file() else Path.cwd()
+
+
 def _use_local_bpe_files() -> None:
     """Point tiktoken at <data dir>/tiktoken-cache (GPTLAB_DATA_DIR, else <repo>/data) when TIKTOKEN_CACHE_DIR is
     unset and that folder exists, so an offline machine with the data in place needs no extra setting."""
     if os.environ.get("TIKTOKEN_CACHE_DIR"):
         return
-    repo = Path(__file__).resolve().parents[2]
-    for data_dir in (os.environ.get("GPTLAB_DATA_DIR"), repo / "data"):
+    for data_dir in (os.environ.get("GPTLAB_DATA_DIR"), repo_root() / "data"):
         if data_dir and (Path(data_dir) / "tiktoken-cache").is_dir():
             os.environ["TIKTOKEN_CACHE_DIR"] = str(Path(data_dir) / "tiktoken-cache")
             return

@@ -17,12 +17,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Subset
 
-from gptlab.checkpoint import load_model, run_config
-from gptlab.checks import check_eval_block_size
-from gptlab.data import EvalWindows
+from gptlab.apps.checks import check_eval_block_size
+from gptlab.data.datamodule import EvalWindows
 from gptlab.errors import GptlabError
-from gptlab.metrics import lm_metrics
-from gptlab.precision import apply_precision, resolve_device, resolve_precision
+from gptlab.model.metrics import lm_metrics
+from gptlab.training.checkpoint import load_for_inference
 
 SPLITS = {"valid": ["valid"], "test": ["test"], "both": ["valid", "test"], "train": ["train"]}
 
@@ -66,15 +65,15 @@ def run(cfg: DictConfig) -> dict:
         raise GptlabError(f"limit_windows must be a positive number of windows or null, got {cfg.limit_windows}")
     if int(cfg.batch_size) <= 0:
         raise GptlabError(f"batch_size must be > 0, got {cfg.batch_size}")
-    device = resolve_device(cfg.device)
     torch.set_float32_matmul_precision("high")
-    model = load_model(cfg.ckpt_path).to(device)
-    model, autocast = apply_precision(model, cfg.precision, device)
+    loaded = load_for_inference(cfg.ckpt_path, cfg.device, cfg.precision, tokenizer=cfg.data.tokenizer,
+                                tokenizer_key="data.tokenizer")
+    model, autocast, device = loaded.model, loaded.autocast, loaded.device
     block_size = model.config.block_size
     check_eval_block_size(cfg, block_size)  # data.block_size=1024 on a 256-token model: refused
     splits = SPLITS[cfg.split]
     dm = instantiate(cfg.data, block_size=block_size, splits=splits, seed=0)
-    check_data_matches_run(cfg, dm, model)
+    check_data_matches_run(dm, loaded.run_config)
 
     results = {}
     for split in splits:
@@ -86,7 +85,7 @@ def run(cfg: DictConfig) -> dict:
         "data": {"variant": dm.variant, "tokenizer": dm.tokenizer_name},
         "block_size": block_size,
         "stride": cfg.stride or block_size,
-        "precision": str(resolve_precision(cfg.precision, device.type)),
+        "precision": loaded.precision,
         "device": str(device),
         **results,
     }
@@ -98,12 +97,8 @@ def run(cfg: DictConfig) -> dict:
     return report
 
 
-def check_data_matches_run(cfg, dm, model):
-    """The tokenizer must be the model's; a variant other than the training run's is allowed, with a warning."""
-    if dm.vocab_size != model.config.vocab_size:
-        raise GptlabError(f"tokenizer {dm.tokenizer_name!r} has {dm.vocab_size} tokens but the checkpoint's model "
-                         f"has {model.config.vocab_size}: set data.tokenizer to the one it was trained with")
-    trained = run_config(cfg.ckpt_path)
+def check_data_matches_run(dm, trained):
+    """A variant or tokenizer other than the training run's (its config `trained`) is allowed, with a warning."""
     if trained is None or "data" not in trained:
         return
     for key in ("variant", "tokenizer"):

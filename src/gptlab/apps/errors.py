@@ -1,0 +1,237 @@
+"""Clear errors: bad input gets one line `error: ...` on stderr and exit code 2, not a traceback.
+
+The entry points wrap their `@hydra.main` function:
+
+    @clear_errors
+    @hydra.main(version_base=None, config_path="conf", config_name="train")
+    def main(cfg): ...
+
+One rule decides: a user's mistake is a `GptlabError` (gptlab raises it wherever it checks the user's input), or
+one of the config errors of Hydra and OmegaConf (an unknown override key gets a "did you mean"), or Lightning's
+MisconfigurationException, or a ValueError/TypeError with which a constructor outside gptlab (torch.optim,
+lightning.Trainer, ...) refused the values a config gave it. Those print one line. Every other exception is a bug
+and keeps its traceback. HYDRA_FULL_ERROR=1 shows the traceback of every error.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import inspect
+import os
+import re
+import sys
+import types
+import typing
+
+from gptlab.errors import GptlabError
+
+EXIT_CODE = 2
+_OURS = "GPTLAB_SET_HYDRA_FULL_ERROR"  # marks HYDRA_FULL_ERROR as set by clear_errors, not by the user
+
+
+def clear_errors(main):
+    """Decorator for an entry point, outside `@hydra.main`: see the module docstring."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        if os.environ.get("HYDRA_FULL_ERROR") == "1" and os.environ.get(_OURS) != "1":
+            return main(*args, **kwargs)  # the user asked for full tracebacks
+        # Hydra prints its own multi-line report of an error and exits 1, unless HYDRA_FULL_ERROR is set: then it
+        # raises, and the error comes here. Child processes (DDP) inherit both variables and behave the same.
+        saved = {k: os.environ.get(k) for k in ("HYDRA_FULL_ERROR", _OURS)}
+        os.environ["HYDRA_FULL_ERROR"] = os.environ[_OURS] = "1"
+        stderr, sys.stderr = sys.stderr, _WithoutHydraJobLine(sys.stderr)
+        try:
+            return main(*args, **kwargs)
+        except Exception as e:
+            message = describe(e)
+            if message is None:
+                raise
+            print(format_error(message), file=stderr, flush=True)
+            sys.exit(EXIT_CODE)
+        finally:
+            sys.stderr = stderr
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+    return wrapper
+
+
+class _WithoutHydraJobLine:
+    """sys.stderr without the line Hydra writes before re-raising a failed job's error ("Error executing job with
+    overrides: [...]"): the error is reported in one line of its own."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text):
+        if text.startswith("Error executing job with overrides:"):
+            return len(text)
+        return self._stream.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def format_error(message: str) -> str:
+    """`error: <first line>`, later lines (details, hints) indented under it."""
+    lines = [line.rstrip() for line in str(message).strip().splitlines() if line.strip()] or ["(no message)"]
+    return "\n".join([f"error: {lines[0]}", *(f"  {line.strip()}" for line in lines[1:])])
+
+
+def describe(exc: BaseException) -> str | None:
+    """The message to show for a known kind of error, or None for an unexpected one (keep its traceback)."""
+    from hydra.errors import (
+        ConfigCompositionException,
+        InstantiationException,
+        MissingConfigException,
+        OverrideParseException,
+    )
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+    if isinstance(exc, GptlabError):
+        return str(exc)
+    if isinstance(exc, InstantiationException):
+        if str(exc).startswith("Error locating target"):  # a `_target_` that does not exist
+            return str(exc).splitlines()[0].replace(", set env var HYDRA_FULL_ERROR=1 to see chained exception", "")
+        cause = exc.__cause__
+        message = describe(cause) if cause is not None else None
+        target = re.match(r"Error in call to target '([^']+)'", str(exc))
+        if message is None and isinstance(cause, (ValueError, TypeError)) and target and \
+                not target.group(1).startswith("gptlab."):
+            message = str(cause)  # a constructor outside gptlab refused the values it was given from the config
+        return message
+    if isinstance(exc, ConfigCompositionException) and isinstance(exc.__cause__, (ConfigKeyError,
+                                                                                   ConfigAttributeError)):
+        return _unknown_key(exc.__cause__) or _first_lines(exc)
+    if isinstance(exc, MissingConfigException):
+        return _missing_config(exc)
+    if isinstance(exc, OverrideParseException) and getattr(exc, "override", None):
+        return f"cannot parse the override {exc.override!r}: {exc.message.splitlines()[0]}"
+    if isinstance(exc, (ConfigCompositionException, OverrideParseException)):
+        return _first_lines(exc)
+    if isinstance(exc, OmegaConfBaseException):
+        key = getattr(exc, "full_key", None)
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return f"{msg} (config key: {key})" if key and key not in msg else msg
+    if isinstance(exc, MisconfigurationException):
+        return str(exc)
+    return None
+
+
+def _first_lines(exc) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return " ".join(lines[:2]) if lines else type(exc).__name__
+
+
+def _unknown_key(err) -> str | None:
+    """`unknown config key 'trainer.max_step' (did you mean trainer.max_steps?)` for a ConfigKeyError."""
+    key = getattr(err, "full_key", None)
+    if not key:
+        return None
+    parent = getattr(err, "parent_node", None)
+    known = [str(k) for k in parent.keys()] if parent is not None and hasattr(parent, "keys") else []
+    prefix = key.rsplit(".", 1)[0] + "." if "." in key else ""
+    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], known, n=1)
+    hint = f"did you mean {prefix}{close[0]}?" if close else f"to add a new key, write +{key}=..."
+    return f"unknown config key '{key}' ({hint})"
+
+
+def _missing_config(exc) -> str:
+    """Hydra's "Could not find 'model/gpt_nanoo'" plus its list of available options, on one line."""
+    text = str(exc).split("Config search path:")[0]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    head = lines[0].split("': ", 1)[-1] if lines else "config not found"  # drop "In 'train': "
+    options = [line for line in lines[1:] if not line.lower().startswith("available options")]
+    return f"{head}; available: {', '.join(options)}" if options else head
+
+
+# --- overrides with a value of the wrong type
+
+_NUMBER = (int, float)
+
+
+def check_override_types() -> None:
+    """Refuse a command-line override that gives a string where the key's default is a number, a boolean or a
+    list (`trainer.max_steps=ten`), unless the object built from that config accepts a string there (Lightning's
+    `trainer.devices=auto`). Call it inside the Hydra app, before building anything: a clear line instead of a
+    TypeError from deep inside a constructor."""
+    from hydra import compose
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import OverrideType
+    from omegaconf import OmegaConf
+
+    if not HydraConfig.initialized():
+        return
+    hc = HydraConfig.get()
+    overrides = OverridesParser.create().parse_overrides(list(hc.overrides.task))
+    choices = set(hc.runtime.choices)
+    suspects = [o for o in overrides
+                if o.type in (OverrideType.CHANGE, OverrideType.FORCE_ADD) and not o.is_sweep_override()
+                and o.key_or_group not in choices and isinstance(o.value(), str) and "${" not in o.value()]
+    if not suspects:
+        return
+    # the defaults, with the same config groups chosen as on the command line
+    base = compose(hc.job.config_name, overrides=[o.input_line for o in overrides if o.key_or_group in choices])
+    for o in suspects:
+        key = o.key_or_group
+        try:
+            default = OmegaConf.select(base, key, throw_on_missing=False)
+        except Exception:  # an interpolation that only resolves in the full app: nothing to compare with
+            continue
+        if isinstance(default, bool):
+            expected = "true or false"
+        elif isinstance(default, _NUMBER):
+            expected = "a number"
+        elif OmegaConf.is_list(default):
+            expected = "a list, e.g. [a,b]"
+        else:
+            continue
+        parent_key, _, name = key.rpartition(".")
+        parent = OmegaConf.select(base, parent_key) if parent_key else base
+        if _target_accepts_string(parent, name):
+            continue
+        shown = OmegaConf.to_container(default) if OmegaConf.is_list(default) else default
+        raise GptlabError(f"{key}={o.value()}: expected {expected} (default: {shown}), got the string "
+                          f"{o.value()!r}")
+
+
+def _target_accepts_string(node, name: str) -> bool:
+    """Whether the `_target_` of config `node` declares parameter `name` as able to take a string. Unknown
+    (no target, no annotation): False, and the default's type decides."""
+    from hydra.utils import get_object
+
+    target = node.get("_target_") if hasattr(node, "get") else None
+    if not target:
+        return False
+    try:
+        obj = get_object(target)
+        try:
+            params = inspect.signature(obj, eval_str=True).parameters
+        except Exception:  # an annotation that does not evaluate
+            params = inspect.signature(obj).parameters
+    except Exception:
+        return False
+    param = params.get(name)
+    return param is not None and _accepts_string(param.annotation)
+
+
+def _accepts_string(ann) -> bool:
+    if ann is inspect.Parameter.empty:
+        return False
+    if ann is str or ann is typing.Any:
+        return True
+    if isinstance(ann, str):  # unevaluated annotation text
+        return "str" in ann or "Any" in ann
+    origin = typing.get_origin(ann)
+    if origin is typing.Literal:
+        return any(isinstance(a, str) for a in typing.get_args(ann))
+    if origin in (typing.Union, types.UnionType):
+        return any(_accepts_string(a) for a in typing.get_args(ann))
+    return False

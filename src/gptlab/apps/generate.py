@@ -1,0 +1,81 @@
+"""`python generate.py ckpt_path=... prompt="The history of"`: text from a trained model, streamed as it comes, with
+the decoder of gptlab.model.decode; or a task's prompts scored against references (tasks.py)."""
+
+import sys
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from gptlab.apps import tasks
+from gptlab.errors import GptlabError
+from gptlab.model.decode import complete
+from gptlab.training.checkpoint import load_for_inference
+
+
+def check_sampling(cfg):
+    if not isinstance(cfg.max_new_tokens, int) or cfg.max_new_tokens <= 0:
+        raise GptlabError(f"max_new_tokens must be a positive integer, got {cfg.max_new_tokens!r}")
+    if cfg.temperature is None or cfg.temperature < 0:
+        raise GptlabError(f"temperature must be >= 0 (0: greedy), got {cfg.temperature!r}")
+    if cfg.top_k is not None and (not isinstance(cfg.top_k, int) or cfg.top_k <= 0):
+        raise GptlabError(f"top_k must be a positive integer or null, got {cfg.top_k!r}")
+    if cfg.top_p is not None and not 0 < cfg.top_p <= 1:
+        raise GptlabError(f"top_p must be in (0, 1] or null, got {cfg.top_p!r}")
+    if not isinstance(cfg.num_samples, int) or cfg.num_samples <= 0:
+        raise GptlabError(f"num_samples must be a positive integer, got {cfg.num_samples!r}")
+
+
+def read_prompts(stream):
+    """Prompts from `stream`, one per line, as they come; blank lines are skipped."""
+    interactive = stream.isatty()
+    while True:
+        if interactive:
+            print("prompt> ", end="", file=sys.stderr, flush=True)
+        line = stream.readline()
+        if not line:
+            return
+        if line.strip():
+            yield line.rstrip("\n")
+
+
+def run(cfg: DictConfig):
+    """Stream continuations of cfg.prompt (or of each line of stdin); with cfg.task_file, score a task instead."""
+    check_sampling(cfg)
+    task = cfg.get("task")
+    if task is not None:
+        tasks.check_task(task)
+    if cfg.get("task_file") and task is None:
+        raise GptlabError("task_file needs a task to score: task=qa, task=summarize or task=translate")
+    if cfg.prompt is not None and not str(cfg.prompt).strip():
+        raise GptlabError('prompt is empty: give some text to continue, e.g. prompt="The history of"')
+    records = tasks.read_records(cfg.task_file) if cfg.get("task_file") else None  # bad records: fail early
+    loaded = load_for_inference(cfg.ckpt_path, cfg.device, cfg.precision, tokenizer=cfg.tokenizer)
+    model, autocast, tokenizer, device = loaded.model, loaded.autocast, loaded.tokenizer, loaded.device
+    generator = torch.Generator(device=device).manual_seed(int(cfg.seed))
+    sampling = dict(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
+                    top_p=cfg.top_p, generator=generator, stop=cfg.get("stop"))
+
+    if records is not None:
+
+        def predict(text):
+            with autocast():
+                return complete(model, tokenizer, tasks.render(task.template, text), **sampling).strip()
+
+        return tasks.evaluate_task(records, task.metric, predict, Path(cfg.out_dir))
+
+    prompts = [str(cfg.prompt)] if cfg.prompt is not None else read_prompts(sys.stdin)
+    given = 0
+    for prompt in prompts:
+        given += 1
+        text = tasks.render(task.template, prompt) if task is not None else prompt
+        for i in range(cfg.num_samples):
+            if cfg.num_samples > 1:
+                print(f"--- sample {i + 1} of {cfg.num_samples}", flush=True)
+            sys.stdout.write(text)
+            with autocast():
+                complete(model, tokenizer, text, out=sys.stdout, **sampling)
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+    if given == 0:
+        raise GptlabError("no prompt: give prompt=... or type prompts on stdin, one per line")
