@@ -14,6 +14,9 @@ for var, value in [("TIKTOKEN_CACHE_DIR", SHARED_DATA / "tiktoken-cache"), ("GPT
     os.environ[var] = os.environ.get(var) or str(value)
 
 
+DATA_DIR = Path(os.environ["GPTLAB_DATA_DIR"])  # what conf/paths gives the runs; the library itself reads no variable
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The directory holding wikitext-2/ (read-only: never write here)."""

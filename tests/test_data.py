@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import DATA_DIR
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
@@ -33,14 +34,16 @@ EXPECTED = {
 
 @pytest.fixture(scope="module")
 def dm(token_cache_dir):
-    dm = WikiText2DataModule(cache_dir=token_cache_dir, block_size=64, batch_size=4, eval_batch_size=8, download=False)
+    dm = WikiText2DataModule(data_dir=DATA_DIR,
+                             cache_dir=token_cache_dir, block_size=64, batch_size=4, eval_batch_size=8, download=False)
     dm.prepare_data()
     dm.setup()
     return dm
 
 
 def _valid_dm(cache_dir, **kw):
-    return WikiText2DataModule(cache_dir=cache_dir, splits=("valid",), block_size=32, download=False, **kw)
+    return WikiText2DataModule(data_dir=DATA_DIR,
+                               cache_dir=cache_dir, splits=("valid",), block_size=32, download=False, **kw)
 
 
 # --- tokenization and statistics of the real files
@@ -74,7 +77,8 @@ def test_split_stats_match_published_counts(dm, data_dir):
 
 
 def test_raw_variant_reads_the_raw_files(token_cache_dir):
-    raw = WikiText2DataModule(cache_dir=token_cache_dir, variant="raw", splits=("valid", "test"), download=False)
+    raw = WikiText2DataModule(data_dir=DATA_DIR,
+                              cache_dir=token_cache_dir, variant="raw", splits=("valid", "test"), download=False)
     raw.prepare_data()
     assert (raw.stats["valid"].lines, raw.stats["valid"].bytes) == (3_760, 1_146_846)
     assert raw.tokenizer.decode(raw.ids("test")[:20]).startswith(" \n = Robert Boulter = \n")
@@ -146,7 +150,8 @@ def test_train_windows_are_shifted_by_one(dm):
 
 def test_random_sampling_is_seeded(token_cache_dir):
     def first_batch(seed):
-        dm = WikiText2DataModule(cache_dir=token_cache_dir, block_size=16, batch_size=8, seed=seed, download=False)
+        dm = WikiText2DataModule(data_dir=DATA_DIR,
+                                 cache_dir=token_cache_dir, block_size=16, batch_size=8, seed=seed, download=False)
         dm.setup("fit")
         loader = dm.train_dataloader()
         return [next(iter(loader))[0] for _ in range(2)]  # two epochs
@@ -366,24 +371,27 @@ def test_download_disabled_says_so(tmp_path):
 )
 def test_bad_arguments_are_rejected_early(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
-        WikiText2DataModule(cache_dir=tmp_path, **kwargs)
+        WikiText2DataModule(data_dir=DATA_DIR, cache_dir=tmp_path, **kwargs)
 
 
-def test_dirs_default_to_env_then_repo(tmp_path, monkeypatch):
+def test_dirs_default_to_the_repo_and_only_the_config_reads_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("GPTLAB_DATA_DIR", str(tmp_path / "d"))
     monkeypatch.setenv("GPTLAB_CACHE_DIR", str(tmp_path / "c"))
-    dm = WikiText2DataModule()
-    assert (dm.data_dir, dm.cache_dir) == (tmp_path / "d", tmp_path / "c")
-    monkeypatch.delenv("GPTLAB_DATA_DIR")
-    monkeypatch.delenv("GPTLAB_CACHE_DIR")
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
+        paths = compose("train", overrides=["paths.output_dir=x"]).paths
+    assert (paths.data_dir, paths.cache_dir) == (str(tmp_path / "d"), str(tmp_path / "c"))
     monkeypatch.chdir(tmp_path)  # the checkout's folders, wherever the command runs from
-    dm = WikiText2DataModule()
+    dm = WikiText2DataModule()  # the library itself reads no environment variable of gptlab's
     assert (dm.data_dir, dm.cache_dir) == (REPO / "data", REPO / ".cache" / "gptlab")
     assert repo_root() == REPO
     monkeypatch.delenv("TIKTOKEN_CACHE_DIR")
     _use_local_bpe_files()  # the BPE files of <repo>/data/tiktoken-cache (setup.sh links data/ to shared data)
     expected = REPO / "data" / "tiktoken-cache"
     assert os.environ.get("TIKTOKEN_CACHE_DIR") == (str(expected) if expected.is_dir() else None)
+    monkeypatch.delenv("TIKTOKEN_CACHE_DIR", raising=False)
+    (tmp_path / "d" / "tiktoken-cache").mkdir(parents=True)
+    _use_local_bpe_files(tmp_path / "d")  # a data directory given to it comes first
+    assert os.environ["TIKTOKEN_CACHE_DIR"] == str(tmp_path / "d" / "tiktoken-cache")
     with pytest.raises(ValueError, match="differ"):
         WikiText2DataModule(data_dir=tmp_path, cache_dir=tmp_path)
 

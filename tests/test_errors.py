@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import REPO
+from conftest import DATA_DIR, REPO
 
 from gptlab.apps.errors import clear_errors, describe, format_error
 from gptlab.data import TrainWindows, WikiText2DataModule
@@ -139,7 +139,7 @@ def test_data_file_with_wrong_sha256(capsys, monkeypatch, tmp_path, data_dir):
 
 
 def test_corrupt_token_cache_is_rebuilt_with_a_warning(tmp_path):
-    dm = WikiText2DataModule(cache_dir=tmp_path, splits=["valid"], download=False)
+    dm = WikiText2DataModule(data_dir=DATA_DIR, cache_dir=tmp_path, splits=["valid"], download=False)
     ids = dm.ids("valid").copy()
     (npy,) = tmp_path.glob("*valid*.npy")
     data = bytearray(npy.read_bytes())
@@ -147,7 +147,8 @@ def test_corrupt_token_cache_is_rebuilt_with_a_warning(tmp_path):
     npy.write_bytes(bytes(data))
     with pytest.warns(UserWarning, match=r"Token cache .* is unusable \(sha256 of the ids does not match the "
                                          r"sidecar\); rebuilding it"):
-        rebuilt = WikiText2DataModule(cache_dir=tmp_path, splits=["valid"], download=False).ids("valid")
+        rebuilt = WikiText2DataModule(data_dir=DATA_DIR,
+                                      cache_dir=tmp_path, splits=["valid"], download=False).ids("valid")
     assert (rebuilt == ids).all()
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import REPO
+from conftest import DATA_DIR, REPO
 
 from gptlab.apps.evaluate import split_metrics
 from gptlab.data import WikiText2DataModule
@@ -53,7 +53,7 @@ def test_word_ppl_and_bits_per_byte_match_a_hand_computation(head):
 
 def test_non_overlapping_eval_equals_the_training_modules_validation(tiny_run, token_cache_dir):
     module = load_module(tiny_run / "checkpoints" / "last.ckpt")
-    dm = WikiText2DataModule(cache_dir=token_cache_dir, block_size=module.model.config.block_size,
+    dm = WikiText2DataModule(data_dir=DATA_DIR, cache_dir=token_cache_dir, block_size=module.model.config.block_size,
                              eval_batch_size=4, splits=("valid",))
     trainer = L.Trainer(accelerator="cpu", devices=1, precision="32-true", limit_val_batches=3, logger=False,
                         enable_progress_bar=False, enable_model_summary=False)

@@ -67,7 +67,7 @@ def run(cfg: DictConfig) -> dict:
         raise GptlabError(f"batch_size must be > 0, got {cfg.batch_size}")
     torch.set_float32_matmul_precision("high")
     loaded = load_for_inference(cfg.ckpt_path, cfg.device, cfg.precision, tokenizer=cfg.data.tokenizer,
-                                tokenizer_key="data.tokenizer")
+                                tokenizer_key="data.tokenizer", data_dir=cfg.data.data_dir)
     model, autocast, device = loaded.model, loaded.autocast, loaded.device
     block_size = model.config.block_size
     check_eval_block_size(cfg, block_size)  # data.block_size=1024 on a 256-token model: refused

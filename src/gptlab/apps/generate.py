@@ -50,7 +50,8 @@ def run(cfg: DictConfig):
     if cfg.prompt is not None and not str(cfg.prompt).strip():
         raise GptlabError('prompt is empty: give some text to continue, e.g. prompt="The history of"')
     records = tasks.read_records(cfg.task_file) if cfg.get("task_file") else None  # bad records: fail early
-    loaded = load_for_inference(cfg.ckpt_path, cfg.device, cfg.precision, tokenizer=cfg.tokenizer)
+    loaded = load_for_inference(cfg.ckpt_path, cfg.device, cfg.precision, tokenizer=cfg.tokenizer,
+                                data_dir=cfg.paths.data_dir)
     model, autocast, tokenizer, device = loaded.model, loaded.autocast, loaded.tokenizer, loaded.device
     generator = torch.Generator(device=device).manual_seed(int(cfg.seed))
     sampling = dict(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,

@@ -119,9 +119,10 @@ class PaddedWindows(Dataset):
 class WikiText2DataModule(L.LightningDataModule):
     """WikiText-2 (tokens or raw variant) tokenized with a tiktoken encoding.
 
-    data_dir: directory containing wikitext-2/ (and/or wikitext-2-raw/); None: $GPTLAB_DATA_DIR, else <repo>/data.
-        May be read-only: downloads then go to cache_dir, which is searched too.
-    cache_dir: token caches; None: $GPTLAB_CACHE_DIR, else <repo>/.cache/gptlab.
+    data_dir: directory containing wikitext-2/ (and/or wikitext-2-raw/, tiktoken-cache/); None: <repo>/data.
+        May be read-only: downloads then go to cache_dir, which is searched too. (The environment is read by the
+        config, conf/paths: GPTLAB_DATA_DIR and GPTLAB_CACHE_DIR.)
+    cache_dir: token caches; None: <repo>/.cache/gptlab.
     eval_batch_size: None means batch_size. eval_stride: see `EvalWindows`; None means block_size.
     download: fetch the official archive when a split is missing. urls: archive URLs tried in order (None: the
     official ones, `wikitext.URLS`). sha256: {file name: sha256 or None}, overriding `wikitext.SHA256`.
@@ -159,8 +160,8 @@ class WikiText2DataModule(L.LightningDataModule):
         splits = tuple(splits)
         bad = [s for s in splits if s not in wikitext.SPLITS]
         _check(splits and not bad, f"splits must be a non-empty subset of {wikitext.SPLITS}, got {splits}")
-        self.data_dir = Path(data_dir or os.environ.get("GPTLAB_DATA_DIR") or repo_root() / "data").expanduser()
-        self.cache_dir = Path(cache_dir or os.environ.get("GPTLAB_CACHE_DIR") or repo_root() / ".cache" / "gptlab")
+        self.data_dir = Path(data_dir or repo_root() / "data").expanduser()
+        self.cache_dir = Path(cache_dir or repo_root() / ".cache" / "gptlab")
         self.cache_dir = self.cache_dir.expanduser()
         _check(self.cache_dir.resolve() != self.data_dir.resolve(), "cache_dir must differ from data_dir")
         self.variant, self.tokenizer_name, self.splits = variant, tokenizer, splits
@@ -178,7 +179,7 @@ class WikiText2DataModule(L.LightningDataModule):
 
     @functools.cached_property
     def tokenizer(self) -> Tokenizer:
-        return Tokenizer(self.tokenizer_name)
+        return Tokenizer(self.tokenizer_name, self.data_dir)
 
     @property
     def vocab_size(self) -> int:

@@ -103,7 +103,7 @@ def load_or_build(
         except Exception as e:  # any way a cache can be broken: missing half, truncated, flipped bytes, bad JSON
             warnings.warn(f"Token cache {npy} is unusable ({e}); rebuilding it.", stacklevel=2)
     log.info("Tokenizing %s with %s into %s", source, tokenizer_name, npy)
-    tokenizer = Tokenizer(tokenizer_name)
+    tokenizer = Tokenizer(tokenizer_name, source.parent.parent)  # BPE files beside wikitext-2/, if there
     data = source.read_bytes()
     ids = encode_text(tokenizer, data.decode("utf-8"), id_dtype(tokenizer.vocab_size))
     stats = text_stats(data, tokens=len(ids))

@@ -19,14 +19,14 @@ def repo_root() -> Path:
     return root if root is not None and (root / "pyproject.toml").is_file() else Path.cwd()
 
 
-def _use_local_bpe_files() -> None:
-    """Point tiktoken at <data dir>/tiktoken-cache (GPTLAB_DATA_DIR, else <repo>/data) when TIKTOKEN_CACHE_DIR is
-    unset and that folder exists, so an offline machine with the data in place needs no extra setting."""
+def _use_local_bpe_files(data_dir=None) -> None:
+    """Point tiktoken at <data dir>/tiktoken-cache (data_dir, else <repo>/data) when TIKTOKEN_CACHE_DIR, tiktoken's
+    own variable, is unset and that folder exists, so an offline machine with the data in place needs no setting."""
     if os.environ.get("TIKTOKEN_CACHE_DIR"):
         return
-    for data_dir in (os.environ.get("GPTLAB_DATA_DIR"), repo_root() / "data"):
-        if data_dir and (Path(data_dir) / "tiktoken-cache").is_dir():
-            os.environ["TIKTOKEN_CACHE_DIR"] = str(Path(data_dir) / "tiktoken-cache")
+    for folder in (data_dir, repo_root() / "data"):
+        if folder and (Path(folder) / "tiktoken-cache").is_dir():
+            os.environ["TIKTOKEN_CACHE_DIR"] = str(Path(folder) / "tiktoken-cache")
             return
 
 
@@ -38,11 +38,11 @@ class Tokenizer:
     directory that already holds them (for this project: shared/data/tiktoken-cache).
     """
 
-    def __init__(self, name: str = "gpt2"):
+    def __init__(self, name: str = "gpt2", data_dir=None):
         valid = tiktoken.list_encoding_names()
         if name not in valid:
             raise GptlabError(f"Unknown tokenizer {name!r}; valid names: {', '.join(valid)}")
-        _use_local_bpe_files()
+        _use_local_bpe_files(data_dir)
         try:
             self._enc = tiktoken.get_encoding(name)
         except OSError as e:  # requests' ConnectionError is an OSError

@@ -103,16 +103,16 @@ class Inference:
     run_config: DictConfig | None
 
 
-def load_for_inference(ckpt_path, device="auto", precision="auto", tokenizer=None,
-                       tokenizer_key="tokenizer") -> Inference:
+def load_for_inference(ckpt_path, device="auto", precision="auto", tokenizer=None, tokenizer_key="tokenizer",
+                       data_dir=None) -> Inference:
     """The one way from a checkpoint to a model to apply (eval.py, generate.py, notebooks). tokenizer: a tiktoken
     name; None: the training run's (its .hydra/config.yaml), else gpt2. tokenizer_key: the config key that set
-    it, named in the error when its vocabulary does not fit the model."""
+    it, named in the error when its vocabulary does not fit the model. data_dir: where tiktoken-cache/ may be."""
     device = resolve_device(device)
     model = load_model(ckpt_path).to(device)
     model, autocast = apply_precision(model, precision, device)
     run = run_config(ckpt_path)
-    tok = Tokenizer(tokenizer or (run is not None and run.get("data", {}).get("tokenizer")) or "gpt2")
+    tok = Tokenizer(tokenizer or (run is not None and run.get("data", {}).get("tokenizer")) or "gpt2", data_dir)
     if tok.vocab_size != model.config.vocab_size:
         raise GptlabError(f"tokenizer {tok.name!r} has {tok.vocab_size} tokens but the model has "
                           f"{model.config.vocab_size}: set {tokenizer_key} to the one it was trained with")
