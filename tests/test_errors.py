@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import DATA_DIR, REPO
+from hydra.core.hydra_config import HydraConfig
 
 from gptlab.apps.errors import clear_errors, describe, format_error
 from gptlab.data import TrainWindows, WikiText2DataModule
@@ -25,8 +26,11 @@ from gptlab.training.module import GPTLitModule
 def fails(capsys, monkeypatch, entry: str, *args: str) -> str:
     """Run `python <entry>.py args...` in this process; check it fails cleanly; return its error line."""
     monkeypatch.setattr(sys, "argv", [f"{entry}.py", *args])
-    with pytest.raises(SystemExit) as stop:
-        runpy.run_path(str(REPO / f"{entry}.py"), run_name="__main__")
+    try:
+        with pytest.raises(SystemExit) as stop:
+            runpy.run_path(str(REPO / f"{entry}.py"), run_name="__main__")
+    finally:  # a process would end here; this one goes on to other tests: no Hydra state may stay behind
+        HydraConfig.instance().cfg = None
     err = capsys.readouterr().err
     assert stop.value.code == 2, err[-3000:]
     assert "Traceback" not in err and "Error executing job" not in err, err[-3000:]
@@ -249,3 +253,32 @@ def test_a_real_process_prints_only_the_error_line_and_exits_2(tmp_path, token_c
     proc = run_entry("trainer.max_step=5", f"hydra.run.dir={tmp_path / 'typo'}")  # composition: nothing else
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: unknown config key 'trainer.max_step' (did you mean trainer.max_steps?)"
+
+
+def tree(path):
+    """Every file under `path` with its bytes, and every folder."""
+    return {p.relative_to(path): (p.read_bytes() if p.is_file() else None) for p in sorted(path.rglob("*"))}
+
+
+def test_a_new_run_into_an_existing_run_directory_changes_nothing(tmp_path, token_cache_dir):
+    run = tmp_path / "run"
+    first = run_entry("model=gpt_nano", "debug=fast", "data.batch_size=2", "callbacks.progress_bar=null",
+                      f"hydra.run.dir={run}", f"paths.cache_dir={token_cache_dir}")
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert (run / "result.json").is_file() and (run / "samples.txt").is_file()
+    before = tree(run)
+    again = run_entry("model=gpt_nano", "debug=fast", "data.batch_size=2", "optimizer.lr=1e-4",
+                      f"hydra.run.dir={run}", f"paths.cache_dir={token_cache_dir}")
+    assert again.returncode == 2 and "Traceback" not in again.stderr
+    assert again.stderr.strip().splitlines()[-1].startswith(
+        f"error: hydra.run.dir={run} already holds a run (checkpoints or metrics): nothing was written. "
+        f"Add resume=true")
+    assert tree(run) == before  # every byte, and no new file or folder
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", "", ".."])
+def test_a_run_name_is_a_plain_folder_name(capsys, monkeypatch, tmp_path, name):
+    monkeypatch.chdir(tmp_path)
+    line = fails(capsys, monkeypatch, "train", "model=gpt_nano", f"name={name}")
+    assert line.startswith(f"error: name={name!r}: a run name must be a plain, non-empty folder name")
+    assert list(tmp_path.rglob("*")) == []  # nothing written, inside or outside outputs/

@@ -96,6 +96,15 @@ def describe(exc: BaseException) -> str | None:
 
     if isinstance(exc, GptlabError):
         return str(exc)
+    if isinstance(exc, OmegaConfBaseException):  # raised by one of gptlab's resolvers (a run name, a run directory)
+        prefix = "GptlabError raised while resolving interpolation: "
+        inner = exc
+        while inner is not None and not isinstance(inner, GptlabError):
+            inner = inner.__cause__ or inner.__context__
+        if inner is not None:
+            return str(inner)
+        if str(exc).startswith(prefix):
+            return str(exc)[len(prefix):].splitlines()[0]
     if isinstance(exc, InstantiationException):
         if str(exc).startswith("Error locating target"):  # a `_target_` that does not exist
             return str(exc).splitlines()[0].replace(", set env var HYDRA_FULL_ERROR=1 to see chained exception", "")

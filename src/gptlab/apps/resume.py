@@ -11,6 +11,7 @@ A rerun into an existing run directory keeps that run's .hydra/config.yaml and w
 .hydra/resumed-<time>/ (the `gptlab_config_subdir` resolver).
 """
 
+import json
 import logging
 import secrets
 import string
@@ -20,24 +21,56 @@ from pathlib import Path
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import OmegaConf, open_dict
 
+from gptlab.errors import GptlabError
+
 log = logging.getLogger(__name__)
 
 LAST = Path("checkpoints") / "last.ckpt"
 WANDB_ID_FILE = "wandb_run_id"
 
 
-def run_dir(base: str, stamp: str, resume) -> str:
-    """`base/stamp` for a new run; with resume, the run under `base` whose last.ckpt is newest, if any."""
+def check_name(name) -> str:
+    """`name` is a run's folder under outputs/runs: a plain, non-empty name."""
+    text = "" if name is None else str(name)
+    if not text.strip() or any(c in text for c in "/\\") or text.strip(".") == "":
+        raise GptlabError(f"name={text!r}: a run name must be a plain, non-empty folder name (no / or \\, not . or "
+                          f"..), e.g. name=wt2_mini")
+    return text
+
+
+def run_dir(base: str, name, stamp: str, resume) -> str:
+    """`base/name/stamp` for a new run; with resume, the run under `base/name` whose last.ckpt is newest, if any."""
+    base = Path(base) / check_name(name)
     if str(resume).lower() == "true":
-        runs = [d for d in Path(base).glob("*") if (d / LAST).is_file()]
+        runs = [d for d in base.glob("*") if (d / LAST).is_file()]
         if runs:
             return str(max(runs, key=lambda d: (d / LAST).stat().st_mtime))
-    return str(Path(base) / stamp)
+    return str(base / stamp)
 
 
-def config_subdir(output_dir: str, stamp: str) -> str:
+def holds_a_run(output_dir) -> bool:
+    """Whether `output_dir` holds what a run leaves: checkpoints, metrics, samples, or the result of a run that did
+    not fail (a run refused before it began leaves only a failed result.json: its directory may be reused)."""
+    d = Path(output_dir)
+    if (d / "checkpoints").is_dir() and any((d / "checkpoints").iterdir()):
+        return True
+    if any((d / f).is_file() for f in ("csv/metrics.csv", "samples.txt")):
+        return True
+    try:
+        return json.loads((d / "result.json").read_text()).get("status") != "failed"
+    except (OSError, ValueError, AttributeError):
+        return (d / "result.json").exists()
+
+
+def config_subdir(output_dir: str, stamp: str, resume=False) -> str:
     """Where Hydra saves this invocation's config: .hydra, or .hydra/resumed-<stamp> when the run directory
-    already has one (a resumed run), so the config the run was started with is never overwritten."""
+    already has one (a resumed run), so the config the run was started with is never overwritten. A directory
+    that holds a run's checkpoints or metrics is refused unless resume=true: nothing is written into it. (Hydra
+    resolves this before it writes anything of the job but after it has opened its log file.)"""
+    if str(resume).lower() != "true" and holds_a_run(output_dir):
+        raise GptlabError(f"hydra.run.dir={output_dir} already holds a run (checkpoints or metrics): nothing was "
+                          f"written. Add resume=true to continue that run, or choose another directory (by default "
+                          f"every run gets its own, outputs/runs/<name>/<time>)")
     taken = (Path(output_dir) / ".hydra" / "config.yaml").is_file()
     return f".hydra/resumed-{stamp}" if taken else ".hydra"
 
