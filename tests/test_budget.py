@@ -46,10 +46,10 @@ def fit(tmp_path, budget_seconds, slow=0.0, ckpt_path=None, deterministic=False,
     budget = TimeBudget(max_time=budget_seconds, skip_steps=2, measure_steps=5, reserve=0.3)
     record = Slow(slow)
     every_10 = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=10, save_top_k=-1, filename="{step}")
-    trainer = L.Trainer(accelerator="cpu", precision="32-true", max_steps=max_steps,
-                        max_time={"seconds": budget_seconds}, callbacks=[budget, record, every_10], logger=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                        deterministic=deterministic)
+    max_time = {"seconds": budget_seconds} if budget_seconds else None
+    trainer = L.Trainer(accelerator="cpu", precision="32-true", max_steps=max_steps, max_time=max_time,
+                        callbacks=[budget, record, every_10], logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0, deterministic=deterministic)
     trainer.fit(tiny_module(), train_dataloaders=loader(), ckpt_path=ckpt_path)
     return trainer, budget, record
 
@@ -70,6 +70,14 @@ def test_a_resumed_run_follows_the_schedule_it_started_with(tmp_path):
     resumed, budget2, record2 = fit(tmp_path / "b", budget_seconds=3, slow=0.0, ckpt_path=ckpt)
     assert budget2.total_steps == budget.total_steps and resumed.global_step == first.global_step
     assert {s: lr for s, lr in record2.lrs.items()} == {s: lr for s, lr in record.lrs.items() if s >= 20}
+
+
+def test_resumed_without_the_budget_the_schedule_goes_back_to_max_steps(tmp_path):
+    first, budget, _ = fit(tmp_path / "a", budget_seconds=3, slow=0.02)
+    resumed, budget2, record2 = fit(tmp_path / "b", budget_seconds=None, ckpt_path=tmp_path / "a" / "step=20.ckpt",
+                                    max_steps=budget.total_steps + 15)
+    schedule = resumed.lr_scheduler_configs[0].scheduler.lr_lambdas[0]
+    assert budget2.total_steps is None and schedule.total_steps == resumed.global_step == budget.total_steps + 15
 
 
 def test_deterministic_runs_schedule_by_max_steps_alone(tmp_path):

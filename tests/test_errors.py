@@ -282,3 +282,12 @@ def test_a_run_name_is_a_plain_folder_name(capsys, monkeypatch, tmp_path, name):
     line = fails(capsys, monkeypatch, "train", "model=gpt_nano", f"name={name}")
     assert line.startswith(f"error: name={name!r}: a run name must be a plain, non-empty folder name")
     assert list(tmp_path.rglob("*")) == []  # nothing written, inside or outside outputs/
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    ("+model.foo=1", "got an unexpected keyword argument 'foo'"),
+    ("model.adaptive_cutoffs=5", "model.adaptive_cutoffs must be a list of token ranks, e.g. [2000,10000], got 5"),
+])
+def test_a_config_that_does_not_fit_its_target_is_one_line(capsys, monkeypatch, run_dir, override, expected):
+    line = fails(capsys, monkeypatch, "train", "model=gpt_cpu", override, *run_dir)
+    assert expected in line

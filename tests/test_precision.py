@@ -132,6 +132,32 @@ def test_gradient_clipping_with_a_fused_optimizer_clips_the_true_gradients(preci
     assert sizes.sizes == pytest.approx([1e-3] * 3, rel=1e-3)
 
 
+@pytest.mark.parametrize("precision", ["16-mixed", "bf16-mixed"])
+def test_clipping_by_value_with_a_fused_optimizer_clips_each_element(precision):
+    torch.manual_seed(0)
+    module = GPTLitModule(model={"vocab_size": 64, "block_size": 8, "n_layer": 1, "n_head": 2, "n_embd": 16},
+                          optimizer=lambda groups: torch.optim.SGD(groups, lr=1.0, fused=True))
+    x = torch.randint(0, 64, (8, 9), generator=torch.Generator().manual_seed(0))
+    kwargs = {"plugins": [MixedPrecision("16-mixed", "cpu", torch.amp.GradScaler("cpu", init_scale=1024.0))]} \
+        if precision == "16-mixed" else {"precision": precision}
+    moved = []
+
+    class Largest(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.before = [p.detach().clone() for p in pl_module.parameters()]
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            moved.append([(p.detach() - b).abs() for p, b in zip(pl_module.parameters(), self.before, strict=True)])
+
+    trainer = L.Trainer(accelerator="cpu", max_steps=2, gradient_clip_val=1e-4, gradient_clip_algorithm="value",
+                        callbacks=[Largest()], logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        enable_checkpointing=False, **kwargs)
+    trainer.fit(module, train_dataloaders=DataLoader(TensorDataset(x[:, :-1], x[:, 1:]), batch_size=4))
+    for deltas in moved:
+        assert max(d.max().item() for d in deltas) == pytest.approx(1e-4, rel=1e-3)  # each element, not the norm
+        assert sum((d.float() ** 2).sum().item() for d in deltas) ** 0.5 > 1e-3
+
+
 def test_clipping_under_fsdp_goes_through_fsdp_whatever_the_precision():
     from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
 

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from gptlab.training.schedulers import constant, cosine, linear, seconds
 
@@ -36,6 +37,7 @@ def test_a_schedule_moved_to_fewer_steps_keeps_them_in_its_state_dict(make):
 def test_max_time_is_read_like_lightning():
     assert seconds("00:00:06:00") == 360
     assert seconds({"minutes": 1, "seconds": 30}) == 90
+    assert seconds(OmegaConf.create({"minutes": 1, "seconds": 30})) == 90  # as Hydra passes it
     assert seconds(None) is None
 
 

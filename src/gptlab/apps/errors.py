@@ -27,6 +27,8 @@ import typing
 from gptlab.errors import GptlabError
 
 EXIT_CODE = 2
+# a TypeError raised by Python itself when a config's keys do not fit its target's signature
+_SIGNATURE_MISMATCH = re.compile(r"got an unexpected keyword argument|missing \d+ required (positional|keyword)")
 _OURS = "GPTLAB_SET_HYDRA_FULL_ERROR"  # marks HYDRA_FULL_ERROR as set by clear_errors, not by the user
 
 
@@ -114,6 +116,8 @@ def describe(exc: BaseException) -> str | None:
         if message is None and isinstance(cause, (ValueError, TypeError)) and target and \
                 not target.group(1).startswith("gptlab."):
             message = str(cause)  # a constructor outside gptlab refused the values it was given from the config
+        if message is None and isinstance(cause, TypeError) and _SIGNATURE_MISMATCH.search(str(cause)):
+            message = str(cause)  # a config key that the target does not take (+model.foo=1), or one it lacks
         return message
     if isinstance(exc, ConfigCompositionException) and isinstance(exc.__cause__, (ConfigKeyError,
                                                                                    ConfigAttributeError)):

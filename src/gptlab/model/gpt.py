@@ -8,6 +8,7 @@ Knows nothing of Lightning, Hydra or logging:
 """
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -45,6 +46,9 @@ class GPTConfig:
             )
         if self.head not in ("full", "adaptive"):
             raise GptlabError(f"model.head must be 'full' or 'adaptive', got {self.head!r}")
+        if not isinstance(self.adaptive_cutoffs, Sequence) or isinstance(self.adaptive_cutoffs, str):
+            raise GptlabError(f"model.adaptive_cutoffs must be a list of token ranks, e.g. [2000,10000], got "
+                              f"{self.adaptive_cutoffs!r}")
         cut = list(self.adaptive_cutoffs)
         if self.head == "adaptive" and (cut != sorted(set(cut)) or not 0 < cut[0] or cut[-1] >= self.vocab_size):
             raise GptlabError(f"model.adaptive_cutoffs must increase within (0, vocab_size), got {cut}")

@@ -45,6 +45,7 @@ class TimeBudget(L.Callback):
         self.skip_steps, self.measure_steps, self.reserve = skip_steps, measure_steps, reserve
         self.total_steps = None  # the step budget, once measured (or restored from a checkpoint)
         self._start, self._first_step = None, 0  # (step, time) where the measurement began; the run's first step
+        self._stale = None  # a resumed checkpoint's step budget, set under another budget than this run's
 
     @property
     def active(self) -> bool:
@@ -54,6 +55,11 @@ class TimeBudget(L.Callback):
         self._start, self._first_step = None, trainer.global_step
         if self.active and self.total_steps is not None:  # resumed: keep the schedule the run started with
             set_total_steps(trainer, self.total_steps)
+        elif self._stale is not None and trainer.max_steps > 0:
+            # resumed from a run whose schedule another budget (or none) had moved: back to this run's steps
+            log.warning("resumed from a run whose time budget set %d steps; this run's budget differs: its "
+                        "schedule ends at trainer.max_steps=%d instead", self._stale, trainer.max_steps)
+            set_total_steps(trainer, trainer.max_steps)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if not self.active or self.total_steps is not None:
@@ -86,3 +92,5 @@ class TimeBudget(L.Callback):
     def load_state_dict(self, state_dict):
         if state_dict.get("budget") == self.budget:  # the same budget as the run being resumed
             self.total_steps = state_dict.get("total_steps")
+        else:
+            self._stale = state_dict.get("total_steps")

@@ -6,6 +6,7 @@ import lightning as L
 import numpy as np
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.utilities.enums import GradClipAlgorithmType
 from omegaconf import DictConfig, OmegaConf
 from torchmetrics import SumMetric
 
@@ -159,7 +160,7 @@ class GPTLitModule(L.LightningModule):
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)
         if scaler is not None and getattr(optimizer, "_step_supports_amp_scaling", False):
             scaler.unscale_(optimizer)  # fp16: Lightning left a fused optimizer's gradients scaled; the step knows
-        if str(gradient_clip_algorithm) == "value":
+        if gradient_clip_algorithm == GradClipAlgorithmType.VALUE:
             torch.nn.utils.clip_grad_value_(self.parameters(), gradient_clip_val)  # per element: right on shards
         elif path == "fsdp":
             self.trainer.strategy.model.clip_grad_norm_(gradient_clip_val)  # the norm over every rank's shards

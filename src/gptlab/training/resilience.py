@@ -139,8 +139,9 @@ class NanGuard(L.Callback):
                 f"not updated and the checkpoints already written are kept. Lower optimizer.lr, check "
                 f"trainer.gradient_clip_val or trainer.precision, or set callbacks.nan_guard.action=skip."
             )
-        for group in optimizer.param_groups:
-            for p in group["params"]:
-                p.grad = None  # the optimizer skips parameters without a gradient
+        if getattr(trainer.precision_plugin, "scaler", None) is None:  # fp16's GradScaler skips it by itself
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    p.grad = None  # the optimizer skips parameters without a gradient
         self.skipped_steps.append(step)
         log.warning("NaN or Inf training loss at %s: update skipped (%d so far)", where, len(self.skipped_steps))

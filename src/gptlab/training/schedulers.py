@@ -2,6 +2,7 @@
 alone. A time budget (trainer.max_time) becomes a number of steps once, in budget.py, which moves total_steps."""
 
 import math
+from collections.abc import Mapping
 
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -22,7 +23,7 @@ def seconds(max_time):
     """Lightning's max_time ("DD:HH:MM:SS", a dict of days/hours/minutes/seconds, or seconds) in seconds."""
     if max_time is None:
         return None
-    if isinstance(max_time, dict):
+    if isinstance(max_time, Mapping):  # a dict, or the DictConfig Hydra passes
         return sum(float(max_time.get(k, 0)) * s for k, s in (("days", 86400), ("hours", 3600), ("minutes", 60),
                                                                 ("seconds", 1)))
     if isinstance(max_time, str):
