@@ -25,10 +25,10 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from gptlab.data import token_cache, wikitext
 from gptlab.data.sampler import ResumableSampler, resume_position
-from gptlab.data.token_cache import SplitStats
+from gptlab.data.token_cache import SplitStats, load_or_build
 from gptlab.data.tokenizer import Tokenizer, repo_root
+from gptlab.data.wikitext import SHA256, SPLITS, URLS, VARIANTS, find_files
 from gptlab.errors import GptlabError
 from gptlab.model.loss import IGNORE_INDEX  # padding and context-only positions of eval windows
 
@@ -142,12 +142,12 @@ class WikiText2DataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 1337,
         download: bool = True,
-        splits: Iterable[str] = wikitext.SPLITS,
+        splits: Iterable[str] = SPLITS,
         urls: Sequence[str] | None = None,
         sha256: Mapping[str, str | None] | None = None,
     ):
         super().__init__()
-        _check(variant in wikitext.VARIANTS, f"variant must be one of {list(wikitext.VARIANTS)}, got {variant!r}")
+        _check(variant in VARIANTS, f"variant must be one of {list(VARIANTS)}, got {variant!r}")
         names = tiktoken.list_encoding_names()
         _check(tokenizer in names, f"unknown tokenizer {tokenizer!r}; valid names: {', '.join(names)}")
         _check(block_size > 0, f"block_size must be > 0, got {block_size}")
@@ -158,8 +158,8 @@ class WikiText2DataModule(L.LightningDataModule):
         _check(stride_ok, f"eval_stride must be in 1..block_size={block_size}, got {eval_stride}")
         _check(num_workers >= 0, f"num_workers must be >= 0, got {num_workers}")
         splits = tuple(splits)
-        bad = [s for s in splits if s not in wikitext.SPLITS]
-        _check(splits and not bad, f"splits must be a non-empty subset of {wikitext.SPLITS}, got {splits}")
+        bad = [s for s in splits if s not in SPLITS]
+        _check(splits and not bad, f"splits must be a non-empty subset of {SPLITS}, got {splits}")
         self.data_dir = Path(data_dir or repo_root() / "data").expanduser()
         self.cache_dir = Path(cache_dir or repo_root() / ".cache" / "gptlab")
         self.cache_dir = self.cache_dir.expanduser()
@@ -168,8 +168,8 @@ class WikiText2DataModule(L.LightningDataModule):
         self.block_size, self.batch_size, self.eval_batch_size = block_size, batch_size, eval_batch_size or batch_size
         self.sampling, self.eval_stride, self.num_workers, self.seed = sampling, eval_stride, num_workers, seed
         self.download = download
-        self.urls = list(wikitext.URLS[variant] if urls is None else urls)
-        self.sha256 = {**wikitext.SHA256, **(sha256 or {})}
+        self.urls = list(URLS[variant] if urls is None else urls)
+        self.sha256 = {**SHA256, **(sha256 or {})}
         self.stats: dict[str, SplitStats] = {}
         self._ids: dict[str, np.ndarray] = {}
         self.train_dataset: TrainWindows | None = None
@@ -191,7 +191,7 @@ class WikiText2DataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         wanted = {"fit": ("train", "valid"), "validate": ("valid",), "test": ("test",), "predict": ("test",)}
-        splits = [s for s in wanted.get(stage, wikitext.SPLITS) if s in self.splits]
+        splits = [s for s in wanted.get(stage, SPLITS) if s in self.splits]
         self._load(splits)
         if "train" in splits:
             self.train_dataset = TrainWindows(self._ids["train"], self.block_size, self.sampling)
@@ -231,10 +231,10 @@ class WikiText2DataModule(L.LightningDataModule):
         if not splits:
             return
         dirs = [self.data_dir, self.cache_dir]  # downloads go to data_dir, or to cache_dir if it is read-only
-        files = wikitext.find_files(self.variant, splits, dirs, self.urls, self.sha256, self.download)
+        files = find_files(self.variant, splits, dirs, self.urls, self.sha256, self.download)
         for split, (path, sha) in files.items():
             args = (path, sha, self.cache_dir, self.tokenizer_name, self.variant, split)
-            self._ids[split], self.stats[split] = token_cache.load_or_build(*args)
+            self._ids[split], self.stats[split] = load_or_build(*args)
 
     def _loader(self, dataset: Dataset, batch_size: int, train: bool, generator=None) -> DataLoader:
         sampler = self._train_sampler(dataset) if train else None
