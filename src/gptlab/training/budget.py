@@ -76,7 +76,7 @@ class TimeBudget(L.Callback):
         timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
         elapsed = timer.time_elapsed("train") if timer is not None else 0.0
         fit = int((self.budget * (1 - self.reserve) - elapsed) / per_step)
-        total = max(step + max(fit, 0), step + 1)
+        total = step + max(fit, 1)  # at least one more step
         if trainer.max_steps and trainer.max_steps > 0:
             total = min(total, trainer.max_steps)
         total = int(trainer.strategy.broadcast(total, src=0))  # rank 0's measurement decides for every rank

@@ -40,8 +40,7 @@ class Throughput(L.Callback):
             rate = self._win_tokens / (now - self._win_t)
             metrics = {"perf/tokens_per_sec": rate}
             if self.peak_flops:
-                flops = pl_module.model.flops_per_token() * rate / trainer.world_size
-                metrics["perf/mfu"] = flops / self.peak_flops
+                metrics["perf/mfu"] = self._mfu(rate, trainer, pl_module)
             pl_module.log_dict(metrics)
             self._win_tokens, self._win_t = 0, now
 
@@ -49,8 +48,11 @@ class Throughput(L.Callback):
         if self._t_start is not None and self._tokens > 0:
             self.tokens_per_sec = self._tokens / (time.perf_counter() - self._t_start)
             if self.peak_flops:
-                flops = pl_module.model.flops_per_token() * self.tokens_per_sec / trainer.world_size
-                self.mfu = flops / self.peak_flops
+                self.mfu = self._mfu(self.tokens_per_sec, trainer, pl_module)
+
+    def _mfu(self, tokens_per_sec, trainer, pl_module):
+        """Model FLOPs per second of one device, as a fraction of its peak."""
+        return pl_module.model.flops_per_token() * tokens_per_sec / trainer.world_size / self.peak_flops
 
 
 def gathered_model(strategy, pl_module):
