@@ -37,7 +37,7 @@ def test_model_options_build_a_gpt(tmp_path, option):
 @pytest.mark.parametrize("scheduler", options("scheduler"))
 def test_optimizer_and_scheduler_options_step(tmp_path, option, scheduler):
     cfg = compose_train(tmp_path, f"optimizer={option}", f"scheduler={scheduler}", "model=gpt_nano",
-                        "+model.vocab_size=100")
+                        "model.vocab_size=100")
     model = GPT(instantiate(cfg.model))
     opt = instantiate(cfg.optimizer)(param_groups(model))
     sched = instantiate(cfg.scheduler)(opt)

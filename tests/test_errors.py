@@ -68,18 +68,18 @@ def test_wrong_value_type(capsys, monkeypatch, run_dir):
     assert re.fullmatch(r"error: trainer\.max_steps=ten: expected a number \(default: \d+\), got the string "
                         r"'ten'", line)
     line = fails(capsys, monkeypatch, "train", "data.splits=valid", *run_dir)
-    assert line == "error: data.splits=valid: expected a list, e.g. [a,b] (default: ['train', 'valid', 'test']), got " \
-                   "the string 'valid'"
+    assert line == "error: data.splits=valid: expected a list, e.g. [a,b]"
 
 
 def test_negative_learning_rate(capsys, monkeypatch, run_dir):
     line = fails(capsys, monkeypatch, "train", "model=gpt_nano", "optimizer.lr=-0.001", *run_dir)
-    assert line == "error: the optimizer or scheduler config is invalid: Invalid learning rate: -0.001"
+    assert line == "error: optimizer.lr=-0.001: expected a number ≥ 0"
 
 
 def test_n_embd_not_divisible_by_n_head(capsys, monkeypatch, run_dir):
     line = fails(capsys, monkeypatch, "train", "model=gpt_nano", "model.n_embd=65", *run_dir)
-    assert line == "error: model.n_embd (65) must be divisible by model.n_head (2)"
+    assert line == ("error: model.n_embd=65: expected a multiple of model.n_head=2 (each head gets n_embd / n_head "
+                    "dimensions)")
 
 
 def test_eval_block_size_larger_than_the_models(capsys, monkeypatch, run_dir, tmp_path):
@@ -176,7 +176,7 @@ def test_checkpoint_of_an_incompatible_model(capsys, monkeypatch, run_dir, tmp_p
 def test_empty_prompt(capsys, monkeypatch, tmp_path):
     line = fails(capsys, monkeypatch, "generate", f"ckpt_path={tmp_path / 'x.ckpt'}", "prompt=''",
                  f"hydra.run.dir={tmp_path / 'gen'}")
-    assert line == 'error: prompt is empty: give some text to continue, e.g. prompt="The history of"'
+    assert line == "error: prompt='': expected a non-empty string, or null"
 
 
 def test_malformed_task_jsonl(capsys, monkeypatch, tmp_path):
@@ -196,7 +196,7 @@ def test_bad_input_on_resume_overwrites_nothing(capsys, monkeypatch, tmp_path, t
     config.write_text("the config it was started with\n")
     line = fails(capsys, monkeypatch, "train", "model=gpt_nano", "optimizer.lr=-0.001", "resume=true",
                  f"hydra.run.dir={tmp_path}", f"paths.cache_dir={token_cache_dir}")
-    assert line == "error: the optimizer or scheduler config is invalid: Invalid learning rate: -0.001"
+    assert line == "error: optimizer.lr=-0.001: expected a number ≥ 0"
     assert ckpt.read_bytes() == b"the checkpoint of a long run"
     assert config.read_text() == "the config it was started with\n"
 
@@ -247,7 +247,7 @@ def test_a_real_process_prints_only_the_error_line_and_exits_2(tmp_path, token_c
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "Error executing job" not in proc.stderr
     lines = proc.stderr.strip().splitlines()  # Lightning's "Seed set to 1337" may come before it
-    assert lines[-1] == "error: the optimizer or scheduler config is invalid: Invalid learning rate: -0.001"
+    assert lines[-1] == "error: optimizer.lr=-0.001: expected a number ≥ 0"
     assert sum(line.startswith("error") for line in lines) == 1
 
     proc = run_entry("trainer.max_step=5", f"hydra.run.dir={tmp_path / 'typo'}")  # composition: nothing else
@@ -286,7 +286,7 @@ def test_a_run_name_is_a_plain_folder_name(capsys, monkeypatch, tmp_path, name):
 
 @pytest.mark.parametrize(("override", "expected"), [
     ("+model.foo=1", "got an unexpected keyword argument 'foo'"),
-    ("model.adaptive_cutoffs=5", "model.adaptive_cutoffs must be a list of token ranks, e.g. [2000,10000], got 5"),
+    ("model.adaptive_cutoffs=5", "model.adaptive_cutoffs=5: expected a list, e.g. [a,b]"),
 ])
 def test_a_config_that_does_not_fit_its_target_is_one_line(capsys, monkeypatch, run_dir, override, expected):
     line = fails(capsys, monkeypatch, "train", "model=gpt_cpu", override, *run_dir)

@@ -121,7 +121,7 @@ def test_generate_py_streams_the_continuation_of_the_prompt(tiny_run, model, tok
 def test_generate_py_with_an_empty_prompt_fails_clearly(tiny_run, tmp_path):
     proc = run_generate(f"ckpt_path={tiny_run / 'checkpoints' / 'last.ckpt'}", "prompt=", f"hydra.run.dir={tmp_path}")
     assert proc.returncode != 0
-    assert "prompt is empty" in proc.stderr and "Traceback" not in proc.stderr
+    assert "error: prompt=''" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_prompts_are_read_from_stdin_one_per_line(tiny_run, model, tokenizer, monkeypatch, capsys):

@@ -45,10 +45,10 @@ def test_summary_command_rejects_a_missing_directory(tmp_path):
 
 @pytest.fixture(scope="module")
 def failing_sweep(tmp_path_factory, token_cache_dir):
-    """Two jobs: the first fails once training starts (no train split), after its W&B run has begun. Both watch
-    gradients."""
+    """Two jobs: the first fails once training has started (a NaN loss at step 2: the NaN guard stops it), after
+    its W&B run has begun. Both watch gradients."""
     sweep_dir = tmp_path_factory.mktemp("failing") / "sweep"
-    proc = multirun(sweep_dir, "data.splits=[valid,test],[train,valid,test]", *SWEEP_TINY, "logger=[csv,wandb]",
+    proc = multirun(sweep_dir, "callbacks.nan_guard.inject_at_step=2,null", *SWEEP_TINY, "logger=[csv,wandb]",
                     "logger.wandb.watch=gradients", "logger.wandb.watch_log_freq=1", cache_dir=token_cache_dir)
     return sweep_dir, proc
 
@@ -58,7 +58,8 @@ def test_failed_job_is_listed_its_wandb_run_finished_and_the_sweep_exits_nonzero
     assert proc.returncode == 1, explain(proc)
     assert "1 of 2 jobs failed: 0" in proc.stderr
     table = proc.stdout[proc.stdout.index("sweep summary"):]
-    assert "failed (RuntimeError: No train dataset" in table and "completed" in table
+    assert "failed (NonFiniteLossError: training loss is NaN or Inf at step 2" in table
+    assert "completed" in table
     assert read_offline_run(sweep_dir / "0")["exit_code"] == 1
     done = read_offline_run(sweep_dir / "1")
     assert done["exit_code"] == 0 and any("test/ppl" in row for row in done["history"])
@@ -80,7 +81,7 @@ def test_summary_command_table_matches_the_jobs_metrics_files(failing_sweep, tmp
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader(open(tmp_path / "table.csv")))
     assert [(r["job"], r["status"]) for r in rows] == [("0", "failed"), ("1", "completed")]
-    assert rows[0]["overrides"].startswith("data.splits=[valid,test]") and rows[0]["val_ppl"] == ""
+    assert rows[0]["overrides"].startswith("callbacks.nan_guard.inject_at_step=2") and rows[0]["val_ppl"] == ""
     done = rows[1]
     metrics = sweep_dir / "1" / "csv" / "metrics.csv"  # Lightning's CSVLogger, independent of result.json
     assert float(done["val_ppl"]) == pytest.approx(last_logged(metrics, "val/ppl"))
@@ -90,7 +91,7 @@ def test_summary_command_table_matches_the_jobs_metrics_files(failing_sweep, tmp
     printed = proc.stdout.splitlines()
     line = next(x for x in printed if x.startswith("1 "))
     assert f"{float(done['val_ppl']):.2f}" in line and f"{float(done['test_ppl']):.2f}" in line
-    assert "data.splits=[train,valid,test]" in line and line.rstrip().endswith("completed")
+    assert "callbacks.nan_guard.inject_at_step=null" in line and line.rstrip().endswith("completed")
 
 
 def test_optuna_sweep_of_three_trials_reports_the_best_value_and_parameters(tmp_path, token_cache_dir):

@@ -15,12 +15,15 @@ and keeps its traceback. HYDRA_FULL_ERROR=1 shows the traceback of every error.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import inspect
+import logging
 import os
 import re
 import sys
+import time
 import types
 import typing
 
@@ -63,6 +66,37 @@ def clear_errors(main):
     return wrapper
 
 
+_STARTED = time.time()  # files older than this were not written by this process
+
+
+@contextlib.contextmanager
+def refused_runs_leave_nothing():
+    """Around the checks a task function makes before it writes anything: when they refuse the input, a single
+    run's directory goes too (what Hydra wrote before gptlab ran: the config and the log). A multirun keeps its
+    failed jobs' directories: the sweep summary lists them."""
+    try:
+        yield
+    except Exception as e:
+        if describe(e) is not None:
+            _discard_refused_run(_STARTED)
+        raise
+
+
+def _discard_refused_run(started: float) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from gptlab.apps.resume import discard_refused_run
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.RUN:
+        return
+    output_dir = OmegaConf.select(HydraConfig.get(), "runtime.output_dir", default=None, throw_on_missing=False)
+    if output_dir:
+        logging.shutdown()  # close Hydra's log file first
+        discard_refused_run(output_dir, started)  # only what was written since `started`
+
+
 class _WithoutHydraJobLine:
     """sys.stderr without the line Hydra writes before re-raising a failed job's error ("Error executing job with
     overrides: [...]"): the error is reported in one line of its own."""
@@ -94,7 +128,7 @@ def describe(exc: BaseException) -> str | None:
         OverrideParseException,
     )
     from lightning.fabric.utilities.exceptions import MisconfigurationException
-    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
     if isinstance(exc, GptlabError):
         return str(exc)
@@ -122,10 +156,16 @@ def describe(exc: BaseException) -> str | None:
     if isinstance(exc, ConfigCompositionException) and isinstance(exc.__cause__, (ConfigKeyError,
                                                                                    ConfigAttributeError)):
         return _unknown_key(exc.__cause__) or _first_lines(exc)
+    if isinstance(exc, ConfigCompositionException) and isinstance(exc.__cause__, ValidationError):
+        return _wrong_type(exc)
     if isinstance(exc, MissingConfigException):
         return _missing_config(exc)
     if isinstance(exc, OverrideParseException) and getattr(exc, "override", None):
-        return f"cannot parse the override {exc.override!r}: {exc.message.splitlines()[0]}"
+        hint = ""
+        if not exc.override.isascii():  # Hydra's grammar takes unquoted ASCII only
+            key, _, value = exc.override.partition("=")
+            hint = f"; quote a value with other characters: \"{key}='{value}'\""
+        return f"cannot parse the override {exc.override!r}: {exc.message.splitlines()[0]}{hint}"
     if isinstance(exc, (ConfigCompositionException, OverrideParseException)):
         return _first_lines(exc)
     if isinstance(exc, OmegaConfBaseException):
@@ -134,7 +174,41 @@ def describe(exc: BaseException) -> str | None:
         return f"{msg} (config key: {key})" if key and key not in msg else msg
     if isinstance(exc, MisconfigurationException):
         return str(exc)
+    if isinstance(exc, OSError) and _raised_in(exc, "hydra", "run_job") and exc.filename:
+        return f"cannot create the run directory {exc.filename}: {exc.strerror} (hydra.run.dir)"
     return None
+
+
+def _raised_in(exc, package: str, function: str) -> bool:
+    """Whether `exc` was raised inside `function` of `package` itself (the deepest frame of that package)."""
+    tb, hit = exc.__traceback__, False
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if f"{os.sep}{package}{os.sep}" in code.co_filename:
+            hit = code.co_name == function
+        elif "gptlab" in code.co_filename:
+            hit = False
+        tb = tb.tb_next
+    return hit
+
+
+_TYPE_NAMES = {"Integer": "a whole number", "Float": "a number", "Boolean": "true or false", "String": "a string"}
+
+
+def _wrong_type(exc) -> str:
+    """`data.batch_size=1.5: expected a whole number` for a value Hydra's schema (schema.py) refused."""
+    cause = exc.__cause__
+    key = getattr(cause, "full_key", None) or "?"
+    override = str(exc).splitlines()[0].removeprefix("Error merging override ").strip()
+    value = override.partition("=")[2] if override.partition("=")[0].lstrip("+~") == key else None
+    kind = re.search(r"could not be converted to (\w+)|is not a valid (bool)", str(cause))
+    name = kind and (kind.group(1) or "Boolean")
+    expected = _TYPE_NAMES.get(name, name) if kind else str(cause).splitlines()[0]
+    if "is not a ListConfig" in str(cause):
+        expected = "a list, e.g. [a,b]"
+    elif "is not a subclass of" in str(cause) or "Invalid type assigned" in str(cause):
+        expected = "a single value, not a group of keys"
+    return f"{key}={value}: expected {expected}" if value is not None else f"{key}: {expected}"
 
 
 def _first_lines(exc) -> str:

@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Subset
 
 from gptlab.apps.checks import check_eval_block_size
+from gptlab.apps.validate import validate
 from gptlab.data.datamodule import EvalWindows
 from gptlab.errors import GptlabError
 from gptlab.model.metrics import lm_metrics
@@ -59,12 +60,7 @@ def split_metrics(model, ids, stats=None, **kwargs) -> dict:
 
 def run(cfg: DictConfig) -> dict:
     """Evaluate cfg.ckpt_path on cfg.split; print a table and write it to cfg.report as JSON."""
-    if cfg.split not in SPLITS:
-        raise GptlabError(f"split must be one of {', '.join(SPLITS)}, got {cfg.split!r}")
-    if cfg.get("limit_windows") is not None and int(cfg.limit_windows) <= 0:
-        raise GptlabError(f"limit_windows must be a positive number of windows or null, got {cfg.limit_windows}")
-    if int(cfg.batch_size) <= 0:
-        raise GptlabError(f"batch_size must be > 0, got {cfg.batch_size}")
+    validate(cfg, "eval")  # every key, before the checkpoint is loaded (validate.py)
     torch.set_float32_matmul_precision("high")
     loaded = load_for_inference(cfg.ckpt_path, cfg.device, cfg.precision, tokenizer=cfg.data.tokenizer,
                                 tokenizer_key="data.tokenizer", data_dir=cfg.data.data_dir)

@@ -8,22 +8,10 @@ import torch
 from omegaconf import DictConfig
 
 from gptlab.apps import tasks
+from gptlab.apps.validate import validate
 from gptlab.errors import GptlabError
 from gptlab.model.decode import complete
 from gptlab.training.checkpoint import load_for_inference
-
-
-def check_sampling(cfg):
-    if not isinstance(cfg.max_new_tokens, int) or cfg.max_new_tokens <= 0:
-        raise GptlabError(f"max_new_tokens must be a positive integer, got {cfg.max_new_tokens!r}")
-    if cfg.temperature is None or cfg.temperature < 0:
-        raise GptlabError(f"temperature must be >= 0 (0: greedy), got {cfg.temperature!r}")
-    if cfg.top_k is not None and (not isinstance(cfg.top_k, int) or cfg.top_k <= 0):
-        raise GptlabError(f"top_k must be a positive integer or null, got {cfg.top_k!r}")
-    if cfg.top_p is not None and not 0 < cfg.top_p <= 1:
-        raise GptlabError(f"top_p must be in (0, 1] or null, got {cfg.top_p!r}")
-    if not isinstance(cfg.num_samples, int) or cfg.num_samples <= 0:
-        raise GptlabError(f"num_samples must be a positive integer, got {cfg.num_samples!r}")
 
 
 def read_prompts(stream):
@@ -41,14 +29,12 @@ def read_prompts(stream):
 
 def run(cfg: DictConfig):
     """Stream continuations of cfg.prompt (or of each line of stdin); with cfg.task_file, score a task instead."""
-    check_sampling(cfg)
+    validate(cfg, "generate")  # every key, before the model is loaded (validate.py)
+    if cfg.prompt is None and not cfg.get("task_file") and (sys.stdin is None or sys.stdin.closed):
+        raise GptlabError("no prompt: give prompt=... (stdin is closed, so no prompts can be read from it)")
     task = cfg.get("task")
     if task is not None:
         tasks.check_task(task)
-    if cfg.get("task_file") and task is None:
-        raise GptlabError("task_file needs a task to score: task=qa, task=summarize or task=translate")
-    if cfg.prompt is not None and not str(cfg.prompt).strip():
-        raise GptlabError('prompt is empty: give some text to continue, e.g. prompt="The history of"')
     records = tasks.read_records(cfg.task_file) if cfg.get("task_file") else None  # bad records: fail early
     loaded = load_for_inference(cfg.ckpt_path, cfg.device, cfg.precision, tokenizer=cfg.tokenizer,
                                 data_dir=cfg.paths.data_dir)

@@ -133,3 +133,24 @@ def _flat(d, prefix="") -> dict:
         else:
             flat[f"{prefix}{k}"] = v
     return flat
+
+
+def discard_refused_run(output_dir, since: float) -> bool:
+    """Remove what Hydra wrote for a run that was refused before it began: its .hydra/ config and its log,
+    and the directory itself when that leaves it empty. Only files written since `since` (this process's start)
+    are removed, and nothing at all when the directory holds anything else. Returns whether it removed it."""
+    d = Path(output_dir)
+    if not d.is_dir():
+        return False
+    files = [p for p in d.rglob("*") if p.is_file() or p.is_symlink()]
+    ours = all(p.stat().st_mtime >= since and (p.relative_to(d).parts[0] == ".hydra" or
+                                               (p.parent == d and p.suffix == ".log"))
+               for p in files)
+    if not ours:
+        return False
+    for p in files:
+        p.unlink()
+    for sub in sorted((p for p in d.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        sub.rmdir()
+    d.rmdir()
+    return True

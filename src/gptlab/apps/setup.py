@@ -7,6 +7,7 @@ import warnings
 from omegaconf import OmegaConf
 
 from gptlab.apps.resume import config_subdir, run_dir
+from gptlab.apps.schema import register_schemas
 from gptlab.training.precision import trains_on_cpu
 
 
@@ -32,4 +33,5 @@ def quiet_known_warnings() -> None:
 
 def setup() -> None:
     register_resolvers()
+    register_schemas()  # the types Hydra checks while composing (schema.py)
     quiet_known_warnings()

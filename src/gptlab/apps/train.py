@@ -11,9 +11,9 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from gptlab.apps import checks, distributed, resume
-from gptlab.apps.errors import check_override_types
 from gptlab.apps.setup import setup
 from gptlab.apps.sweep import hydra_job, write_result
+from gptlab.apps.validate import validate
 from gptlab.apps.wandb_logger import finish_wandb, log_config_to_wandb
 from gptlab.training.callbacks import Throughput
 from gptlab.training.checkpoint import check_compatible
@@ -29,7 +29,6 @@ def build(cfg: DictConfig):
     dm = instantiate(cfg.data)
     model_cfg = instantiate(cfg.model, _convert_="all")
     model_cfg.vocab_size = dm.vocab_size  # the tokenizer decides
-    checks.check_data_fits_model(dm.block_size, model_cfg.block_size)
     module = GPTLitModule(model=model_cfg, optimizer=cfg.optimizer, scheduler=cfg.get("scheduler"),
                           compile=cfg.get("compile", False))
     checks.check_optimizer(module)
@@ -40,7 +39,6 @@ def build(cfg: DictConfig):
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     trainer_cfg["precision"] = resolve_precision(trainer_cfg.get("precision", "auto"),
                                                  trainer_cfg.get("accelerator", "auto"))
-    checks.check_trainer(trainer_cfg, trainer_cfg["precision"])
     # SafeCheckpointIO: checkpoints read weights-only and written atomically
     trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False, plugins=[SafeCheckpointIO()])
     distributed.configure_batch(cfg, dm, trainer)  # global_batch_tokens -> gradient accumulation
@@ -54,9 +52,12 @@ def run(cfg: DictConfig) -> float | None:
     returns None (an Optuna trial counts as failed), so the other jobs still run; the Sweep callback
     (hydra_callbacks.py) lists every job at the end and exits non-zero. A single run raises."""
     setup()  # idempotent; for jobs started by a launcher that did not go through train.py
+    single = hydra_job()["sweep_dir"] is None
+    if single:  # refused before anything is written (clear_errors removes what Hydra wrote)
+        check(cfg)
     failed = True
     try:
-        value = train_and_evaluate(cfg)
+        value = train_and_evaluate(cfg, checked=single)
         failed = False
         return value
     except Exception as e:
@@ -71,9 +72,14 @@ def run(cfg: DictConfig) -> float | None:
         finish_wandb(failed)
 
 
-def train_and_evaluate(cfg: DictConfig) -> float:
+def check(cfg: DictConfig) -> None:
+    validate(cfg, "train")  # every key's type and range, rules across keys, the machine (validate.py)
+
+
+def train_and_evaluate(cfg: DictConfig, checked: bool = False) -> float:
     """Fit, then validate and test; writes <output_dir>/result.json; returns the validation perplexity."""
-    check_override_types()  # trainer.max_steps=ten: one clear line now, not a TypeError later
+    if not checked:
+        check(cfg)
     if distributed.job_needs_own_process(cfg):  # a multirun job with several ranks: see distributed.py
         return distributed.run_job_in_own_process()
     resume.prepare(cfg)  # resume=true: ckpt_path = this run's last.ckpt; the W&B run id

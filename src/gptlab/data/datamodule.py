@@ -235,6 +235,9 @@ class WikiText2DataModule(L.LightningDataModule):
         for split, (path, sha) in files.items():
             args = (path, sha, self.cache_dir, self.tokenizer_name, self.variant, split)
             self._ids[split], self.stats[split] = load_or_build(*args)
+            n = len(self._ids[split])
+            _check(n > self.block_size, f"{path} holds {n} tokens, too few for one window of data.block_size + 1 = "
+                                        f"{self.block_size + 1}: it is empty or cut short")
 
     def _loader(self, dataset: Dataset, batch_size: int, train: bool, generator=None) -> DataLoader:
         sampler = self._train_sampler(dataset) if train else None

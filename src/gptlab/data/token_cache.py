@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from gptlab.data.tokenizer import Tokenizer
+from gptlab.errors import GptlabError
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,13 @@ def load_or_build(
     log.info("Tokenizing %s with %s into %s", source, tokenizer_name, npy)
     tokenizer = Tokenizer(tokenizer_name, source.parent.parent)  # BPE files beside wikitext-2/, if there
     data = source.read_bytes()
-    ids = encode_text(tokenizer, data.decode("utf-8"), id_dtype(tokenizer.vocab_size))
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise GptlabError(f"{source} is not UTF-8 text: byte {e.start} (line {line}) is {data[e.start:e.end]!r}. "
+                          f"Give a WikiText-2 file saved as UTF-8") from None
+    ids = encode_text(tokenizer, text, id_dtype(tokenizer.vocab_size))
     stats = text_stats(data, tokens=len(ids))
     cache_dir.mkdir(parents=True, exist_ok=True)
     _write_atomic(npy, lambda f: np.save(f, ids))
