@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
+from gptlab.apps.runs import read_wandb_run
 from gptlab.apps.wandb_logger import WandbLogger, name_from_overrides, wandb_mode
 
 # A multirun job small enough for tests: debug=tiny made smaller still, validated only after training.
@@ -31,22 +32,9 @@ def explain(proc) -> str:
 
 
 def read_offline_run(job_dir: Path) -> dict:
-    """The job's one offline W&B run, read with `wandb leet inspect --json` (wandb-core's reader of .wandb
-    files): name, group, tags, id, the config as wandb merges its updates, history rows, exit code."""
+    """The job's one offline W&B run, read with wandb's own reader (gptlab.apps.runs.read_wandb_run)."""
     (run_dir,) = (job_dir / "wandb").glob("offline-run-*")
-    wandb = Path(sys.executable).with_name("wandb")
-    proc = subprocess.run([str(wandb), "leet", "inspect", "--json", str(run_dir)], capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    records = [json.loads(line) for line in proc.stdout.splitlines()]
-    (run,) = [r["run"] for r in records if r["type"] == "run"]
-    config = {}
-    for update in [run.get("config", {})] + [r["config"] for r in records if r["type"] == "config"]:
-        config.update(update.get("update", {}))  # wandb.config.update: top-level keys replaced
-    exits = [r["exit"].get("exit_code", 0) for r in records if r["type"] == "exit"]
-    return {"name": run.get("display_name"), "group": run.get("run_group"), "tags": run.get("tags", []),
-            "run_id": run["run_id"], "config": config, "exit_code": exits[-1] if exits else None,
-            "history": [r["history"]["item"] for r in records if r["type"] == "history"]}
+    return read_wandb_run(run_dir)
 
 
 def flatten(d: dict, prefix: str = "") -> dict:

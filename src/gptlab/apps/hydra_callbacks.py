@@ -8,6 +8,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 
 from gptlab.apps.sweep import SWEPT_KEYS_ENV, summarize
+from gptlab.errors import GptlabError
 
 
 def swept_keys(config) -> list[str]:
@@ -18,10 +19,25 @@ def swept_keys(config) -> list[str]:
     return [o.key_or_group for o in OverridesParser.create().parse_overrides(args) if o.is_sweep_override()]
 
 
+def print_plots(sweep_dir: Path) -> None:
+    """Draw the sweep's figures (plot.py) and say where they are; a sweep without metrics or without matplotlib
+    gets a one-line note instead."""
+    try:
+        from gptlab.apps.plot import write_pngs
+
+        files = write_pngs(sweep_dir)
+    except ImportError as e:
+        print(f"plots: not drawn ({e}; pip install -e '.[plot]')", flush=True)
+    except GptlabError as e:
+        print(f"plots: not drawn ({e})", flush=True)
+    else:
+        print(f"plots: {files[0]} (and one per job beside it)", flush=True)
+
+
 class Sweep(Callback):
     """At the start of a multirun: tells the jobs which keys it varies (W&B runs are named after them). At the
-    end: a table of every job (overrides, val/test ppl, tokens/s, status), also written to <sweep dir>/summary.csv;
-    then exit with status 1 if any job failed, so that scripts notice.
+    end: a table of every job (overrides, val/test ppl, tokens/s, status), also written to <sweep dir>/summary.csv,
+    and the sweep's figures in <sweep dir>/plots/; then exit with status 1 if any job failed, so that scripts notice.
 
     Jobs catch their own errors in a multirun (gptlab.apps.train.run records them in result.json), so one failing
     job neither stops the sweep nor hides the others' results."""
@@ -32,6 +48,7 @@ class Sweep(Callback):
     def on_multirun_end(self, config, **kwargs):
         print(f"\nsweep summary: {config.hydra.sweep.dir}", flush=True)
         rows = summarize(Path(config.hydra.sweep.dir))
+        print_plots(Path(config.hydra.sweep.dir))
         failed = [r["job"] for r in rows if r["status"] != "completed"]
         if failed:
             # SystemExit passes through Hydra, which turns callbacks' exceptions into warnings
