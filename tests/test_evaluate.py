@@ -122,6 +122,6 @@ def test_eval_py_reports_token_and_word_perplexity_and_bits_per_byte(tiny_run, t
 def test_eval_py_without_a_checkpoint_fails_clearly(tmp_path):
     proc = run_script("eval.py", f"hydra.run.dir={tmp_path}")
     assert proc.returncode != 0
-    assert "ckpt_path is required" in proc.stderr and "Traceback" not in proc.stderr
+    assert "error: ckpt_path=null: give the checkpoint to use" in proc.stderr and "Traceback" not in proc.stderr
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_module(tmp_path / "nowhere.ckpt")

@@ -26,8 +26,10 @@ GROUPS = {"train": ["data", "model", "optimizer", "scheduler", "trainer", "logge
 
 
 @pytest.fixture(autouse=True)
-def hydra_app():
-    """Hydra initialised for the whole test, as inside an app (validate composes the defaults to compare types)."""
+def hydra_app(monkeypatch):
+    """Hydra initialised for the whole test, as inside an app (validate composes the defaults to compare types).
+    The Hub offline: a bad init_from is refused at once, on any machine."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with initialize_config_dir(config_dir=str(CONF), version_base=None):
         yield
     HydraConfig.instance().cfg = None

@@ -37,6 +37,7 @@ def run(cfg: DictConfig):
         tasks.check_task(task)
     records = tasks.read_records(cfg.task_file) if cfg.get("task_file") else None  # bad records: fail early
     loaded = load_for_inference(cfg.ckpt_path, cfg.device, cfg.precision, tokenizer=cfg.tokenizer,
+                                init_from=cfg.get("init_from"),
                                 data_dir=cfg.paths.data_dir)
     model, autocast, tokenizer, device = loaded.model, loaded.autocast, loaded.tokenizer, loaded.device
     generator = torch.Generator(device=device).manual_seed(int(cfg.seed))

@@ -44,6 +44,7 @@ RULES: dict[str, Rule] = {
     "seed": Int(0, 2**32 - 1),
     "compile": Bool(),
     "ckpt_path": Text(null=True),
+    "init_from": Text(null=True),  # eval.py, generate.py: pretrained GPT-2 (a Hub name or a directory)
     "resume": Bool(),
     "final_limit_batches": BATCHES,
     "global_batch_tokens": Int(1, COUNT_MAX, null=True),
@@ -81,6 +82,7 @@ RULES: dict[str, Rule] = {
     "model.adaptive_div": Num(1),
     "model.init_std": Num(0, above=True),
     "model.loss_chunk": Int(1, COUNT_MAX),
+    "model.init_from": Text(null=True),  # a Hub name or a directory: checked in validate.py
     # optimizer (lr 0 is allowed with a warning: validate.py)
     "optimizer.lr": Num(0),
     "optimizer.adamw_lr": Num(0),
@@ -185,6 +187,7 @@ RULES: dict[str, Rule] = {
     "stride": Int(1, COUNT_MAX, null=True),
     "batch_size": Int(1, COUNT_MAX),
     "limit_windows": Int(1, null=True),
+    "documents": Bool(),
     "device": Text(),
     "precision": Either(Choice(*PRECISIONS), Choice(16, 32, 64)),
     "report": Text(null=True),

@@ -41,11 +41,11 @@ class DataSchema:
 
 
 def _model_schema():
-    """GPTConfig's fields with their types (a tuple field as a list of ints), plus `_target_`."""
+    """GPTConfig's fields with their types (a tuple as a list of ints; booleans left to keys.py, which refuses
+    the 0/1 that OmegaConf would turn into false/true), plus `_target_`."""
     fields = [("_target_", str, field(default="gptlab.model.GPTConfig"))]
     for f in dataclasses.fields(GPTConfig):
-        kind = list[int] if f.type in (tuple, "tuple") else {"int": int, "float": float, "bool": Any,
-                                                              "str": str}.get(str(f.type), f.type)
+        kind = {tuple: list[int], int: int, float: float, str: str, str | None: str | None}.get(f.type, Any)
         default = field(default_factory=lambda d=f.default: list(d)) if kind == list[int] else field(default=f.default)
         fields.append((f.name, kind, default))
     return dataclasses.make_dataclass("ModelSchema", fields)
@@ -81,17 +81,25 @@ class TrainSchema:
 
 
 @dataclass
-class EvalSchema:
+class ApplySchema:
+    """What eval.py and generate.py share: the model to apply and where it runs."""
+
     ckpt_path: str | None = None
+    init_from: str | None = None  # pretrained GPT-2 instead of a checkpoint
+    device: str = "auto"
+    precision: Any = "auto"  # a string (bf16-mixed) or a number (32)
+    paths: PathsSchema = field(default_factory=PathsSchema)
+
+
+@dataclass
+class EvalSchema(ApplySchema):
     split: str = "both"
     stride: int | None = None
     batch_size: int = 32
     limit_windows: int | None = None
-    device: str = "auto"
-    precision: Any = "auto"  # a string (bf16-mixed) or a number (32)
+    documents: Any = False
     report: str | None = None
     data: DataSchema = field(default_factory=DataSchema)
-    paths: PathsSchema = field(default_factory=PathsSchema)
 
 
 @dataclass
@@ -102,8 +110,7 @@ class TaskSchema:
 
 
 @dataclass
-class GenerateSchema:
-    ckpt_path: str | None = None
+class GenerateSchema(ApplySchema):
     prompt: str | None = None
     max_new_tokens: int = 200
     temperature: float = 0.8
@@ -113,12 +120,9 @@ class GenerateSchema:
     num_samples: int = 1
     stop: str | None = None
     tokenizer: str | None = None
-    device: str = "auto"
-    precision: Any = "auto"
     task_file: str | None = None
     out_dir: str | None = None
     task: TaskSchema | None = None
-    paths: PathsSchema = field(default_factory=PathsSchema)
 
 
 def register_schemas() -> None:

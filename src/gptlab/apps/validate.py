@@ -146,6 +146,8 @@ def cross_checks(cfg: DictConfig, app: str) -> list[str]:
         raise GptlabError(f"stride={get('stride')}: expected at most data.block_size={data_block}")
     if app == "train":
         warnings += _train_checks(cfg, get)
+    if app == "eval" and get("documents") and get("data.variant") != "raw":
+        raise GptlabError("documents=true scores whole articles of the raw text: add data=wikitext2_raw")
     if app == "generate" and get("task_file") and get("task") is None:
         raise GptlabError("task_file needs a task to score: task=qa, task=summarize or task=translate")
     return warnings
@@ -201,10 +203,25 @@ def environment(cfg: DictConfig, app: str) -> None:
             if mode is not None and mode not in WANDB_MODES:
                 raise GptlabError(f"WANDB_MODE={mode} (environment): expected one of {', '.join(WANDB_MODES)}, or "
                                   f"unset")
+        if get("model.init_from"):  # GPT-2 weights: found (or downloaded) and of the model's sizes, now
+            from types import SimpleNamespace
+
+            from gptlab.data.tokenizer import Tokenizer
+            from gptlab.training.pretrained import check
+
+            model = OmegaConf.to_container(cfg.model, resolve=True)
+            model["vocab_size"] = Tokenizer(get("data.tokenizer"), get("data.data_dir")).vocab_size  # as build() sets
+            check(get("model.init_from"), SimpleNamespace(**model), "model.init_from")
         trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
         checks.check_trainer(trainer, resolve_precision(trainer.get("precision", "auto"),
                                                         trainer.get("accelerator", "auto")))
     else:
+        if get("ckpt_path") and get("init_from"):
+            raise GptlabError("give ckpt_path (a trained checkpoint) or init_from (pretrained GPT-2), not both")
+        if get("init_from"):
+            from gptlab.training.pretrained import resolve
+
+            resolve(get("init_from"), "init_from")
         device = resolve_device(get("device"))
         if str(resolve_precision(get("precision"), device.type)).startswith("16") and device.type != "cuda":
             raise GptlabError(f"precision={get('precision')} (float16) needs a CUDA GPU; on CPU use 32-true or "

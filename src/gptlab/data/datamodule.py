@@ -65,16 +65,17 @@ class EvalWindows(Dataset):
 
     Window k reads ids from k * stride on. The first window scores all its targets; each later one scores only
     its last `stride` targets, the first block_size - stride positions being context whose targets are
-    IGNORE_INDEX. The last window is padded: x with 0, y with IGNORE_INDEX. stride = block_size (the default)
-    gives non-overlapping windows; a smaller stride gives each prediction more context at more cost.
-    Summing the loss over targets != IGNORE_INDEX covers `num_targets` = len(ids) - 1 tokens.
+    IGNORE_INDEX. The last window is padded: x with 0, y with IGNORE_INDEX; or, with align_end, it ends where the
+    ids end and reads a full block (its earlier targets masked), as lm-eval's rolling windows do. stride =
+    block_size (the default) gives non-overlapping windows; a smaller stride gives each prediction more context at
+    more cost. Summing the loss over targets != IGNORE_INDEX covers `num_targets` = len(ids) - 1 tokens.
     """
 
-    def __init__(self, ids: np.ndarray, block_size: int, stride: int | None = None):
+    def __init__(self, ids: np.ndarray, block_size: int, stride: int | None = None, align_end: bool = False):
         stride = block_size if stride is None else stride
         if not 0 < stride <= block_size:
             raise GptlabError(f"stride must be in 1..block_size={block_size}, got {stride}")
-        self.ids, self.block_size, self.stride = ids, block_size, stride
+        self.ids, self.block_size, self.stride, self.align_end = ids, block_size, stride, align_end
         self.num_targets = max(len(ids) - 1, 0)
         extra = max(self.num_targets - block_size, 0)  # targets left after the first window
         self.num_windows = (1 + -(-extra // stride)) if self.num_targets else 0
@@ -86,6 +87,13 @@ class EvalWindows(Dataset):
         if not 0 <= k < self.num_windows:
             raise IndexError(k)
         start, n, B = k * self.stride, len(self.ids), self.block_size
+        done = (k - 1) * self.stride + B  # targets the earlier windows scored
+        if self.align_end and k > 0 and k == self.num_windows - 1:
+            start = n - 1 - B
+            w = torch.from_numpy(self.ids[start:n].astype(np.int64))
+            x, y = w[:-1].clone(), w[1:].clone()
+            y[: done - start] = IGNORE_INDEX
+            return x, y
         w = torch.from_numpy(self.ids[start : min(start + B + 1, n)].astype(np.int64))
         x = torch.zeros(B, dtype=torch.int64)
         y = torch.full((B,), IGNORE_INDEX, dtype=torch.int64)

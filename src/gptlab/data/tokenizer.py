@@ -73,3 +73,16 @@ class Tokenizer:
 
     def __repr__(self) -> str:
         return f"Tokenizer({self.name!r}, vocab_size={self.vocab_size})"
+
+
+GPT2_BPE = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/"
+
+
+def gpt2_tokenizer_files(data_dir=None) -> dict[str, bytes]:
+    """GPT-2's BPE files as Hugging Face's GPT2Tokenizer reads them: vocab.json (OpenAI's encoder.json) and
+    merges.txt (OpenAI's vocab.bpe), the files tiktoken's gpt2 encoding is built from (read from its cache)."""
+    from tiktoken.load import read_file_cached
+
+    _use_local_bpe_files(data_dir)
+    return {"vocab.json": read_file_cached(GPT2_BPE + "encoder.json"),
+            "merges.txt": read_file_cached(GPT2_BPE + "vocab.bpe")}

@@ -181,3 +181,19 @@ def _missing_message(
         f"Put the files from {archive} ({', '.join(urls) or 'no URLs given'}) at:\n{wanted}\n"
         f"or set GPTLAB_DATA_DIR (or data_dir) to a directory that contains {subdir}/wiki.{{train,valid,test}}{ext}."
     )
+
+
+def documents(text: str) -> list[str]:
+    """The articles of a WikiText file, each from its ` = Title = ` line to the next one (the lines joined with
+    "\\n", as lm-eval's document-level wikitext task has them); section headings (` = = Section = = `) stay inside."""
+    pages, lines = [], []
+    for line in text.split("\n"):
+        heading = line.strip()
+        if heading.startswith("= ") and heading.endswith(" =") and not heading.startswith("= ="):
+            if "\n".join(lines).strip():
+                pages.append("\n".join(lines))
+            lines = []
+        lines.append(line)
+    if "\n".join(lines).strip():
+        pages.append("\n".join(lines))
+    return pages

@@ -34,6 +34,7 @@ class GPTConfig:
     adaptive_div: float = 4.0  # adaptive head: each cluster is this many times narrower than the last
     init_std: float = 0.02
     loss_chunk: int = 1024  # rows of logits computed at once by the fused loss
+    init_from: str | None = None  # start training from GPT-2 weights: gpt2, gpt2-medium, ... or a local HF dir
 
     def __post_init__(self):
         for key in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "loss_chunk"):

@@ -23,6 +23,7 @@ from gptlab.model.gpt import GPT, GPTConfig
 from gptlab.training.checkpoint_io import load_checkpoint
 from gptlab.training.module import GPTLitModule, current_target
 from gptlab.training.precision import apply_precision, resolve_device, resolve_precision
+from gptlab.training.pretrained import pretrained_model
 
 
 def load_module(ckpt_path, map_location="cpu") -> GPTLitModule:
@@ -104,14 +105,20 @@ class Inference:
 
 
 def load_for_inference(ckpt_path, device="auto", precision="auto", tokenizer=None, tokenizer_key="tokenizer",
-                       data_dir=None) -> Inference:
+                       data_dir=None, init_from=None) -> Inference:
     """The one way from a checkpoint to a model to apply (eval.py, generate.py, notebooks). tokenizer: a tiktoken
     name; None: the training run's (its .hydra/config.yaml), else gpt2. tokenizer_key: the config key that set
-    it, named in the error when its vocabulary does not fit the model. data_dir: where tiktoken-cache/ may be."""
+    it, named in the error when its vocabulary does not fit the model. data_dir: where tiktoken-cache/ may be.
+    init_from (no ckpt_path): GPT-2 weights, a Hub name or a Hugging Face directory (pretrained.py)."""
     device = resolve_device(device)
-    model = load_model(ckpt_path).to(device)
+    if ckpt_path is None and init_from:
+        model, run = pretrained_model(init_from).to(device), None
+    else:
+        if ckpt_path is None:
+            raise GptlabError("ckpt_path=null: give the checkpoint to use (ckpt_path=outputs/runs/<name>/<time>/"
+                              "checkpoints/<file>.ckpt), or init_from=gpt2 for pretrained GPT-2")
+        model, run = load_model(ckpt_path).to(device), run_config(ckpt_path)
     model, autocast = apply_precision(model, precision, device)
-    run = run_config(ckpt_path)
     tok = Tokenizer(tokenizer or (run is not None and run.get("data", {}).get("tokenizer")) or "gpt2", data_dir)
     if tok.vocab_size != model.config.vocab_size:
         raise GptlabError(f"tokenizer {tok.name!r} has {tok.vocab_size} tokens but the model has "

@@ -13,6 +13,7 @@ from torchmetrics import SumMetric
 from gptlab.errors import GptlabError
 from gptlab.model.gpt import GPT, GPTConfig
 from gptlab.model.metrics import lm_metrics
+from gptlab.training.pretrained import load_weights
 
 # Where optimizer and scheduler targets lived before gptlab was split into layers: checkpoints written then name them
 MOVED_TARGETS = {"gptlab.optim.": "gptlab.training.optim.", "gptlab.schedulers.": "gptlab.training.schedulers."}
@@ -106,6 +107,8 @@ class GPTLitModule(L.LightningModule):
         dm = getattr(self.trainer, "datamodule", None)
         stats = getattr(dm, "stats", None) or {}
         self.split_stats = {"val": stats.get("valid"), "test": stats.get("test")}
+        if stage == "fit" and self.model.config.init_from and getattr(self.trainer, "ckpt_path", None) is None:
+            load_weights(self.model, self.model.config.init_from)  # GPT-2's weights; a checkpoint brings its own
         if stage == "fit" and self.model.config.head == "adaptive" and dm is not None:
             # rank tokens by training-set frequency; a checkpoint being resumed overwrites this with its own
             counts = np.bincount(dm.ids("train"), minlength=self.model.config.vocab_size)

@@ -1,0 +1,92 @@
+"""lm-evaluation-harness on gptlab models: the `gptlab` model class and the offline WikiText-2 task agree with
+gptlab's own scoring (issue 14)."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import REPO
+
+from gptlab.apps.evaluate import document_metrics, lm_eval_detokenizer
+from gptlab.data.wikitext import documents
+from gptlab.model import IGNORE_INDEX
+from gptlab.training.checkpoint import load_for_inference
+
+lm_eval = pytest.importorskip("lm_eval")  # the hf extra, in dev
+
+
+@pytest.fixture(scope="module")
+def gptlab_lm(tiny_run):
+    from gptlab.apps.lm_eval import register
+
+    return register()(ckpt_path=str(tiny_run / "checkpoints" / "last.ckpt"), precision="32-true")
+
+
+def test_loglikelihood_equals_gptlabs_own_scores(gptlab_lm, tiny_run):
+    from lm_eval.api.instance import Instance
+
+    pairs = [("The history of", " the city"), ("In 1998 , the", " band released"), ("", "Robert Boulter"),
+             ("The species is", " found in the north"), ("He was born in", " 1990 .")]
+    requests = [Instance("loglikelihood", {}, pair, i) for i, pair in enumerate(pairs)]
+    results = gptlab_lm.loglikelihood(requests)
+    loaded = load_for_inference(tiny_run / "checkpoints" / "last.ckpt", precision="32-true")
+    tok = loaded.tokenizer
+    for (context, continuation), (ll, _) in zip(pairs, results, strict=True):
+        ctx = tok.encode(context) if context else [tok.eot_id]
+        cont = tok.encode(continuation)
+        ids = torch.tensor([ctx + cont])
+        targets = ids[:, 1:].clone()
+        targets[:, : len(ctx) - 1] = IGNORE_INDEX  # score the continuation only
+        nll, count, _ = loaded.model.score(ids[:, :-1], targets)
+        assert count == len(cont) and ll == pytest.approx(-float(nll), abs=1e-4)
+
+
+def test_simple_evaluate_on_the_offline_wikitext_task_equals_gptlabs_document_level_scores(gptlab_lm, tiny_run,
+                                                                                           data_dir, tmp_path):
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    from gptlab.apps.lm_eval import TASKS_DIR
+
+    out = simple_evaluate(model=gptlab_lm, tasks=["wikitext_gptlab"], limit=2,
+                          task_manager=TaskManager(include_path=str(TASKS_DIR)))
+    theirs = out["results"]["wikitext_gptlab"]
+    pages = documents((data_dir / "wikitext-2-raw" / "wiki.test.raw").read_text("utf-8"))[:2]
+    loaded = load_for_inference(tiny_run / "checkpoints" / "last.ckpt", precision="32-true")
+    ours = document_metrics(loaded.model, loaded.tokenizer, pages, lm_eval_detokenizer())
+    assert theirs["word_perplexity,none"] == pytest.approx(ours["word_ppl"], rel=1e-5)
+    assert theirs["bits_per_byte,none"] == pytest.approx(ours["bpb"], rel=1e-5)
+    assert math.isfinite(ours["word_ppl"]) and ours["documents"] == 2
+    # eval.py's command line, documents=true on the first 2 articles: the same numbers
+    report = tmp_path / "eval.json"
+    proc = subprocess.run([sys.executable, str(REPO / "eval.py"), f"ckpt_path={tiny_run / 'checkpoints' / 'last.ckpt'}",
+                           "data=wikitext2_raw", "split=test", "documents=true", "limit_windows=2",
+                           "precision=32-true", f"report={report}", f"hydra.run.dir={tmp_path / 'e'}"], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    test = json.loads(report.read_text())["test"]
+    assert test["word_ppl"] == pytest.approx(theirs["word_perplexity,none"], rel=1e-5) and test["documents"] == 2
+
+
+def test_the_command_line_runs_lm_eval_with_the_gptlab_model(tiny_run, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "gptlab.apps.lm_eval", "--model", "gptlab", "--model_args",
+                           f"ckpt_path={tiny_run / 'checkpoints' / 'last.ckpt'}", "--tasks", "wikitext_gptlab",
+                           "--limit", "1"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "wikitext_gptlab" in proc.stdout and "word_perplexity" in proc.stdout
+
+
+def test_generate_until_is_gptlabs_greedy_completion_cut_at_the_stop_string(gptlab_lm, tiny_run):
+    from lm_eval.api.instance import Instance
+
+    from gptlab.model.decode import complete
+
+    prompts = ["The history of", "In 1998 , the"]
+    requests = [Instance("generate_until", {}, (p, {"until": [" the"], "max_gen_toks": 12}), i)
+                for i, p in enumerate(prompts)]
+    loaded = load_for_inference(tiny_run / "checkpoints" / "last.ckpt", precision="32-true")
+    expected = [complete(loaded.model, loaded.tokenizer, p, 12, stop=" the", temperature=0.0) for p in prompts]
+    assert gptlab_lm.generate_until(requests) == expected
