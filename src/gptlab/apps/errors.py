@@ -192,7 +192,7 @@ def _raised_in(exc, package: str, function: str) -> bool:
     return hit
 
 
-_TYPE_NAMES = {"Integer": "a whole number", "Float": "a number", "Boolean": "true or false", "String": "a string"}
+_TYPE_NAMES = {"Integer": "a whole number", "Float": "a number", "String": "a string"}
 
 
 def _wrong_type(exc) -> str:
@@ -201,9 +201,8 @@ def _wrong_type(exc) -> str:
     key = getattr(cause, "full_key", None) or "?"
     override = str(exc).splitlines()[0].removeprefix("Error merging override ").strip()
     value = override.partition("=")[2] if override.partition("=")[0].lstrip("+~") == key else None
-    kind = re.search(r"could not be converted to (\w+)|is not a valid (bool)", str(cause))
-    name = kind and (kind.group(1) or "Boolean")
-    expected = _TYPE_NAMES.get(name, name) if kind else str(cause).splitlines()[0]
+    kind = re.search(r"could not be converted to (\w+)", str(cause))  # booleans are left to keys.py
+    expected = _TYPE_NAMES.get(kind.group(1), kind.group(1)) if kind else str(cause).splitlines()[0]
     if "is not a ListConfig" in str(cause):
         expected = "a list, e.g. [a,b]"
     elif "is not a subclass of" in str(cause) or "Invalid type assigned" in str(cause):

@@ -189,7 +189,7 @@ def _train_checks(cfg, get) -> list[str]:
 
 def environment(cfg: DictConfig, app: str) -> None:
     """Directories, the W&B mode, and the device and precision."""
-    from gptlab.training.precision import resolve_device, resolve_precision
+    from gptlab.training.precision import check_float16_device, resolve_device, resolve_precision
 
     get = lambda key: OmegaConf.select(cfg, key, default=None)  # noqa: E731
     for key in ("data.data_dir", "data.cache_dir", "paths.data_dir", "paths.cache_dir"):
@@ -223,9 +223,7 @@ def environment(cfg: DictConfig, app: str) -> None:
 
             resolve(get("init_from"), "init_from")
         device = resolve_device(get("device"))
-        if str(resolve_precision(get("precision"), device.type)).startswith("16") and device.type != "cuda":
-            raise GptlabError(f"precision={get('precision')} (float16) needs a CUDA GPU; on CPU use 32-true or "
-                              f"bf16-mixed")
+        check_float16_device(resolve_precision(get("precision"), device.type), device.type)
 
 
 _OUTPUT_KEYS = ("dirpath", "save_dir", "path", "report", "out_dir", "default_root_dir")

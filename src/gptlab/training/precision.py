@@ -63,11 +63,16 @@ def apply_precision(model, precision, device):
     dtypes = {"bf16": torch.bfloat16, "16": torch.float16, "32": torch.float32, "64": torch.float64}
     if base not in dtypes or mode not in ("", "true", "mixed"):
         raise GptlabError(f"precision={precision}: expected one of {', '.join(PRECISIONS)}")
-    if base == "16" and device.type != "cuda":
-        raise GptlabError(f"precision={precision} (float16) needs a CUDA GPU; on CPU use 32-true or bf16-mixed")
+    check_float16_device(precision, device.type)
     if mode == "mixed" or (mode == "" and base in ("16", "bf16")):  # Lightning reads "16" as "16-mixed"
         return model, lambda: torch.autocast(device.type, dtype=dtypes[base])
     return model.to(dtypes[base]), contextlib.nullcontext
+
+
+def check_float16_device(precision, device_type: str) -> None:
+    """float16 (16-mixed, 16-true) runs on CUDA only: eval.py and generate.py, checked before and at loading."""
+    if str(precision).startswith("16") and device_type != "cuda":
+        raise GptlabError(f"precision={precision} (float16) needs a CUDA GPU; on CPU use 32-true or bf16-mixed")
 
 
 def trains_on_cpu(accelerator="auto") -> bool:
