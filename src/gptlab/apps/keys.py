@@ -83,6 +83,13 @@ RULES: dict[str, Rule] = {
     "model.init_std": Num(0, above=True),
     "model.loss_chunk": Int(1, COUNT_MAX),
     "model.init_from": Text(null=True),  # a Hub name or a directory: checked in validate.py
+    "model.pos_emb": Choice("learned", "rope"),
+    "model.norm": Choice("layernorm", "rmsnorm"),
+    "model.qk_norm": Bool(),
+    "model.mlp": Choice("gelu", "relu2"),
+    "model.zero_init_proj": Bool(),
+    "model.value_embed": Bool(),
+    "model.logit_softcap": Num(0, above=True, null=True),
     # optimizer (lr 0 is allowed with a warning: validate.py)
     "optimizer.lr": Num(0),
     "optimizer.adamw_lr": Num(0),
@@ -94,6 +101,7 @@ RULES: dict[str, Rule] = {
     "optimizer.nesterov": Bool(),
     "optimizer.fused": Bool(null=True),
     "optimizer.adjust_lr_fn": Choice("original", "match_rms_adamw", null=True),
+    "optimizer.ns_dtype": Choice("auto", "bf16", "fp32"),
     "optimizer.*": Unchecked(),  # another optimizer's own arguments: torch.optim checks them when it is built
     # scheduler
     "scheduler.total_steps": Int(1),
@@ -164,7 +172,7 @@ RULES: dict[str, Rule] = {
     "callbacks.lr_monitor.logging_interval": Choice("step", "epoch", null=True),
     "callbacks.throughput.window": Int(1, COUNT_MAX),
     "callbacks.throughput.skip": Int(0),
-    "callbacks.throughput.peak_flops": Num(0, above=True, null=True),
+    "callbacks.throughput.peak_flops": Either(Num(0, above=True), Choice("auto"), null=True),
     "callbacks.sample_text.prompts": List(Text()),
     "callbacks.sample_text.max_new_tokens": Int(1, COUNT_MAX),
     "callbacks.sample_text.temperature": Num(0),

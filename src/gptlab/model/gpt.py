@@ -1,4 +1,4 @@
-"""A GPT language model in plain PyTorch, read top to bottom: config, attention, MLP, block, GPT.
+"""A GPT language model in plain PyTorch, read top to bottom: attention, MLP, block, GPT (its config: config.py).
 
 Knows nothing of Lightning, Hydra or logging:
 
@@ -8,53 +8,33 @@ Knows nothing of Lightning, Hydra or logging:
 """
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from gptlab.errors import GptlabError
-from gptlab.model.loss import IGNORE_INDEX, adaptive_nll, chunked_nll, fused_linear_cross_entropy
+from gptlab.model.config import GPTConfig
+from gptlab.model.loss import IGNORE_INDEX, adaptive_nll, capped, chunked_nll, fused_linear_cross_entropy
 
 
-@dataclass
-class GPTConfig:
-    vocab_size: int = 50257  # GPT-2 BPE
-    block_size: int = 256  # longest context the model sees
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 256
-    dropout: float = 0.0
-    bias: bool = True  # biases in Linear and LayerNorm layers, as GPT-2
-    tie_weights: bool = True  # share the token embedding with the output layer (full head only)
-    head: str = "full"  # "full": one softmax over the vocabulary; "adaptive": an adaptive softmax, see GPT
-    adaptive_cutoffs: tuple = (2000, 10000)  # adaptive head: token ranks where the frequency clusters start
-    adaptive_div: float = 4.0  # adaptive head: each cluster is this many times narrower than the last
-    init_std: float = 0.02
-    loss_chunk: int = 1024  # rows of logits computed at once by the fused loss
-    init_from: str | None = None  # start training from GPT-2 weights: gpt2, gpt2-medium, ... or a local HF dir
+def norm(config):
+    """The model's normalisation layer over n_embd features: LayerNorm (GPT-2) or RMSNorm."""
+    return nn.RMSNorm(config.n_embd) if config.norm == "rmsnorm" else nn.LayerNorm(config.n_embd, bias=config.bias)
 
-    def __post_init__(self):
-        for key in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "loss_chunk"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise GptlabError(f"model.{key} must be a positive integer, got {value!r}")
-        if self.n_embd % self.n_head != 0:
-            raise GptlabError(
-                f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})"
-            )
-        if self.head not in ("full", "adaptive"):
-            raise GptlabError(f"model.head must be 'full' or 'adaptive', got {self.head!r}")
-        if not isinstance(self.adaptive_cutoffs, Sequence) or isinstance(self.adaptive_cutoffs, str):
-            raise GptlabError(f"model.adaptive_cutoffs must be a list of token ranks, e.g. [2000,10000], got "
-                              f"{self.adaptive_cutoffs!r}")
-        cut = list(self.adaptive_cutoffs)
-        if self.head == "adaptive" and (cut != sorted(set(cut)) or not 0 < cut[0] or cut[-1] >= self.vocab_size):
-            raise GptlabError(f"model.adaptive_cutoffs must increase within (0, vocab_size), got {cut}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise GptlabError(f"model.dropout must be in [0, 1), got {self.dropout!r}")
+
+def rotary_tables(config):
+    """cos and sin of each position's rotation angles (block_size, head_size / 2), RoFormer's frequencies."""
+    half = config.n_embd // config.n_head // 2
+    freq = 1.0 / 10000 ** (torch.arange(half, dtype=torch.float32) / half)
+    angles = torch.outer(torch.arange(config.block_size, dtype=torch.float32), freq)
+    return angles.cos(), angles.sin()
+
+
+def rotate(x, cos, sin):
+    """Rotate pairs (first half, second half) of each head's features by their position's angles."""
+    x1, x2 = x.chunk(2, dim=-1)
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
 
 class CausalSelfAttention(nn.Module):
@@ -62,14 +42,23 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.n_head = config.n_head
         self.dropout = config.dropout
+        self.qk_norm = config.qk_norm
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v in one matmul
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
+        if config.value_embed:
+            self.ve_gate = nn.Parameter(torch.tensor(0.5))  # how much of the value embedding each layer takes
 
-    def forward(self, x, kv_cache=None):
+    def forward(self, x, kv_cache=None, rope=None, ve=None):
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(C, dim=2)
+        if ve is not None:
+            v = v + self.ve_gate * ve
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        if self.qk_norm:
+            q, k = F.rms_norm(q, (q.size(-1),)), F.rms_norm(k, (k.size(-1),))
+        if rope is not None:
+            q, k = rotate(q, *rope), rotate(k, *rope)
         if kv_cache is not None:
             k, v = kv_cache.update(k, v)
         # With a cache, the T new queries sit at the end of the sequence: a plain causal mask would be wrong
@@ -93,23 +82,26 @@ class MLP(nn.Module):
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
+        self.relu2 = config.mlp == "relu2"
 
     def forward(self, x):
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+        x = self.c_fc(x)
+        x = F.relu(x).square() if self.relu2 else F.gelu(x, approximate="tanh")
+        return self.dropout(self.c_proj(x))
 
 
 class Block(nn.Module):
-    """Pre-LayerNorm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+    """Pre-norm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
 
     def __init__(self, config):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_1 = norm(config)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_2 = norm(config)
         self.mlp = MLP(config)
 
-    def forward(self, x, kv_cache=None):
-        x = x + self.attn(self.ln_1(x), kv_cache)
+    def forward(self, x, kv_cache=None, rope=None, ve=None):
+        x = x + self.attn(self.ln_1(x), kv_cache, rope, ve)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -135,12 +127,18 @@ class GPT(nn.Module):
         self.transformer = nn.ModuleDict(
             dict(
                 wte=nn.Embedding(config.vocab_size, config.n_embd),
-                wpe=nn.Embedding(config.block_size, config.n_embd),
+                **({"wpe": nn.Embedding(config.block_size, config.n_embd)} if config.pos_emb == "learned" else {}),
                 drop=nn.Dropout(config.dropout),
                 h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
-                ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+                ln_f=norm(config),
             )
         )
+        if config.pos_emb == "rope":  # fixed tables, rebuilt rather than stored in checkpoints
+            cos, sin = rotary_tables(config)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+        if config.value_embed:
+            self.transformer.wve = nn.Embedding(config.vocab_size, config.n_embd)
         if config.head == "adaptive":
             # Adaptive softmax (Grave et al., 2017): the most frequent tokens get a full-width softmax, rarer ones
             # share narrower ones behind a cluster token. With a 50k vocabulary and a small model it does the
@@ -153,6 +151,7 @@ class GPT(nn.Module):
             self.register_buffer("vocab_rank", torch.arange(config.vocab_size))
         else:
             self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.tail_share = None  # adaptive head: share of training tokens in each tail cluster (set_vocab_order)
         if config.tie_weights and config.head == "full":
             # One matrix both reads and writes tokens: fewer parameters and, at small scale, a better model.
             self.lm_head.weight = self.transformer.wte.weight
@@ -161,6 +160,8 @@ class GPT(nn.Module):
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=config.init_std / math.sqrt(2 * config.n_layer))
+                if config.zero_init_proj:
+                    nn.init.zeros_(p)
 
     def _init_weights(self, module):
         if isinstance(module, nn.Linear):
@@ -173,7 +174,7 @@ class GPT(nn.Module):
     def num_params(self, non_embedding=False):
         """Parameters counted once (tied weights once); non_embedding leaves out the position embeddings."""
         n = sum(p.numel() for p in self.parameters())
-        if non_embedding:
+        if non_embedding and "wpe" in self.transformer:
             n -= self.transformer.wpe.weight.numel()
         return n
 
@@ -182,8 +183,12 @@ class GPT(nn.Module):
         (PaLM, appendix B). Matmul weights are the blocks' Linear layers and the output layer."""
         c = self.config
         T = seq_len or c.block_size
-        # the adaptive head counts every output weight once: an upper bound, its tails run only for their tokens
-        head = c.vocab_size * c.n_embd if c.head == "full" else sum(p.numel() for p in self.lm_head.parameters())
+        if c.head == "full":
+            head = c.vocab_size * c.n_embd
+        else:  # a tail cluster runs only for the tokens in it: weighted by its share of the training tokens
+            share = self.tail_share or [1.0] * len(self.lm_head.tail)  # not known: every tail, an upper bound
+            head = self.lm_head.head.weight.numel() + sum(
+                f * sum(p.numel() for p in t.parameters()) for f, t in zip(share, self.lm_head.tail, strict=True))
         matmul_weights = c.n_layer * 12 * c.n_embd**2 + head
         return 6 * matmul_weights + 12 * c.n_layer * T * c.n_embd
 
@@ -193,17 +198,27 @@ class GPT(nn.Module):
         start = len(kv_caches[0]) if kv_caches else 0
         if start + T > self.config.block_size:
             raise ValueError(f"sequence of {start + T} tokens exceeds block_size {self.config.block_size}")
-        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        x, rope = self.transformer.wte(idx), None
+        if "wpe" in self.transformer:
+            x = x + self.transformer.wpe(torch.arange(start, start + T, dtype=torch.long, device=idx.device))
+        else:
+            rope = self.rope_cos[start : start + T], self.rope_sin[start : start + T]
+        ve = self.transformer.wve(idx) if "wve" in self.transformer else None
+        x = self.transformer.drop(x)
         for i, block in enumerate(self.transformer.h):
-            x = block(x, kv_caches[i] if kv_caches else None)
+            x = block(x, kv_caches[i] if kv_caches else None, rope, ve)
         return self.transformer.ln_f(x)
 
     @torch.no_grad()
     def set_vocab_order(self, counts):
         """Adaptive head: rank token ids by how often they occur (counts: one per token id, from training data)."""
-        order = torch.argsort(torch.as_tensor(counts, device=self.vocab_rank.device), descending=True, stable=True)
+        counts = torch.as_tensor(counts, device=self.vocab_rank.device)
+        order = torch.argsort(counts, descending=True, stable=True)
         self.vocab_rank[order] = torch.arange(len(order), device=order.device)
+        # each tail cluster's share of the training tokens, for flops_per_token
+        ranked, bounds = counts[order].double(), self.lm_head.cutoffs  # cutoffs end with the vocabulary size
+        total = ranked.sum().clamp(min=1)
+        self.tail_share = [float(ranked[a:b].sum() / total) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
     def _head_dtype(self):
         # The adaptive head runs outside autocast, on h cast to its weights' dtype (fp32 unless the whole model
@@ -214,7 +229,7 @@ class GPT(nn.Module):
     def logits(self, h):
         """Output scores over the vocabulary, in token-id order (log-probabilities for the adaptive head)."""
         if self.config.head == "full":
-            return self.lm_head(h)
+            return capped(self.lm_head(h), self.config.logit_softcap)
         with torch.autocast(h.device.type, enabled=False):
             logp = self.lm_head.log_prob(h.flatten(0, -2).to(self._head_dtype()))
         return logp[:, self.vocab_rank].view(*h.shape[:-1], -1)
@@ -227,7 +242,8 @@ class GPT(nn.Module):
             return self.logits(h), None
         h, targets = h.flatten(0, 1), targets.flatten()
         if self.config.head == "full":
-            return None, fused_linear_cross_entropy(h, self.lm_head.weight, targets, self.config.loss_chunk)
+            return None, fused_linear_cross_entropy(h, self.lm_head.weight, targets, self.config.loss_chunk,
+                                                    self.config.logit_softcap)
         keep = targets != IGNORE_INDEX
         with torch.autocast(h.device.type, enabled=False):
             return None, self.lm_head(h[keep].to(self._head_dtype()), self.vocab_rank[targets[keep]]).loss
@@ -238,7 +254,7 @@ class GPT(nn.Module):
         (False where ignored): what evaluation needs, without the (B, T, vocab) logits."""
         h, targets = self.hidden_states(idx).flatten(0, 1), targets.flatten()
         if self.config.head == "full":
-            return chunked_nll(h, self.lm_head.weight, targets, self.config.loss_chunk)
+            return chunked_nll(h, self.lm_head.weight, targets, self.config.loss_chunk, self.config.logit_softcap)
         ranked = torch.where(targets == IGNORE_INDEX, targets, self.vocab_rank[targets.clamp(min=0)])
         with torch.autocast(h.device.type, enabled=False):
             return adaptive_nll(self.lm_head, h.to(self._head_dtype()), ranked)

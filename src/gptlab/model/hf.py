@@ -47,6 +47,20 @@ def check_config(directory, config, key: str = "model") -> None:
         raise GptlabError(f"{key}.head={config.head}: GPT-2 weights have a full output layer; use {key}.head=full")
     if not config.bias:
         raise GptlabError(f"{key}.bias=false: GPT-2 has biases in its Linear and LayerNorm layers; use {key}.bias=true")
+    check_gpt2_architecture(config, key, "GPT-2 weights need")
+
+
+# GPT-2's architecture among the speedrun levers of GPTConfig
+GPT2_ARCHITECTURE = dict(pos_emb="learned", norm="layernorm", qk_norm=False, mlp="gelu", value_embed=False,
+                         logit_softcap=None)
+
+
+def check_gpt2_architecture(config, key, needs):
+    wrong = [f"{key}.{f}={getattr(config, f)}" for f, v in GPT2_ARCHITECTURE.items() if getattr(config, f) != v]
+    if wrong:
+        right = " ".join(f"{key}.{f}={'null' if v is None else str(v).lower()}" for f, v in GPT2_ARCHITECTURE.items()
+                         if f"{key}.{f}=" in " ".join(wrong))
+        raise GptlabError(f"{', '.join(wrong)}: not GPT-2's architecture; {needs} {right}")
 
 
 def read_weights(directory) -> dict[str, torch.Tensor]:
@@ -106,6 +120,7 @@ def to_hf(model) -> tuple[dict[str, torch.Tensor], dict]:
     if not c.bias:
         raise GptlabError("the model was trained with model.bias=false; GPT-2 has biases: train with model.bias=true "
                           "to export it")
+    check_gpt2_architecture(c, "model", "to export it, train with")
     tied = model.lm_head.weight is model.transformer.wte.weight
     state = {}
     for name, tensor in model.state_dict().items():

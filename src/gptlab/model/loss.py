@@ -12,7 +12,7 @@ IGNORE_INDEX = -100  # targets with this value are not scored (padding, context-
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, targets, chunk):
+    def forward(ctx, x, weight, targets, chunk, softcap):
         dev = x.device.type
         mm_dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
         xm, w = x.to(mm_dtype), weight.to(mm_dtype)  # cast once, not once per chunk
@@ -24,6 +24,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
         for s in range(0, x.size(0), chunk):
             xc, tc = xm[s : s + chunk], targets[s : s + chunk]
             logits = (xc @ w.t()).float()  # the matmul runs in the autocast dtype, the softmax in fp32
+            if softcap:
+                logits = logits.div_(softcap).tanh_()
+                dcap = 1.0 - logits.square()  # d(cap · tanh(z / cap)) / dz
+                logits = logits.mul_(softcap)
             lse = torch.logsumexp(logits, dim=-1)
             valid = tc != IGNORE_INDEX
             safe_t = tc.clamp(min=0)
@@ -31,7 +35,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
             # d(loss)/d(logits) = (softmax - onehot) / n_valid, zero on ignored rows; made in place of the logits
             g = logits.sub_(lse[:, None]).exp_()
             g[rows[: g.size(0)], safe_t] -= 1.0
-            g = g.mul_((valid / n_valid)[:, None]).to(mm_dtype)
+            g = g.mul_((valid / n_valid)[:, None])
+            g = (g.mul_(dcap) if softcap else g).to(mm_dtype)
             grad_x[s : s + chunk] = g @ w
             grad_w += g.t() @ xc
         ctx.save_for_backward(grad_x, grad_w)
@@ -41,19 +46,25 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         grad_x, grad_w = ctx.saved_tensors
-        return grad_x * grad_out, (grad_w * grad_out).to(ctx.weight_dtype), None, None
+        return grad_x * grad_out, (grad_w * grad_out).to(ctx.weight_dtype), None, None, None
 
 
-def fused_linear_cross_entropy(x, weight, targets, chunk=1024):
-    """Mean cross-entropy of softmax(x @ weight.T) against targets, ignoring IGNORE_INDEX; x (N, C), weight (V, C)."""
+def capped(logits, softcap):
+    """Soft-capped logits: softcap · tanh(logits / softcap) (none: unchanged)."""
+    return softcap * torch.tanh(logits / softcap) if softcap else logits
+
+
+def fused_linear_cross_entropy(x, weight, targets, chunk=1024, softcap=None):
+    """Mean cross-entropy of softmax(x @ weight.T) against targets, ignoring IGNORE_INDEX; x (N, C), weight (V, C).
+    softcap: the logits are softcap · tanh(logits / softcap)."""
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
-        return _LinearCrossEntropy.apply(x, weight, targets, chunk)
-    nll, count, _ = chunked_nll(x, weight, targets, chunk)
+        return _LinearCrossEntropy.apply(x, weight, targets, chunk, softcap)
+    nll, count, _ = chunked_nll(x, weight, targets, chunk, softcap)
     return (nll / count.clamp(min=1)).float()
 
 
 @torch.no_grad()
-def chunked_nll(x, weight, targets, chunk=1024):
+def chunked_nll(x, weight, targets, chunk=1024, softcap=None):
     """Summed NLL (fp64), number of scored targets, and whether each target is the top-1 prediction (False where
     ignored), computed chunk by chunk."""
     nll = torch.zeros((), dtype=torch.float64, device=x.device)
@@ -61,7 +72,7 @@ def chunked_nll(x, weight, targets, chunk=1024):
     correct = torch.empty_like(targets, dtype=torch.bool)
     for s in range(0, x.size(0), chunk):
         tc = targets[s : s + chunk]
-        logits = (x[s : s + chunk] @ weight.t()).float()
+        logits = capped((x[s : s + chunk] @ weight.t()).float(), softcap)
         valid = tc != IGNORE_INDEX
         picked = logits.gather(1, tc.clamp(min=0)[:, None]).squeeze(1)
         nll += ((torch.logsumexp(logits, dim=-1) - picked) * valid).sum(dtype=torch.float64)

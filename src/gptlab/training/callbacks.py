@@ -11,19 +11,30 @@ from lightning.pytorch.strategies import FSDPStrategy
 from gptlab.data.tokenizer import Tokenizer
 from gptlab.model.decode import complete
 from gptlab.model.gpt import GPT
+from gptlab.training.flops import peak_flops
 
 
 class Throughput(L.Callback):
-    """Logs perf/tokens_per_sec over the last `window` steps, and perf/mfu when the peak FLOP/s of one device is
-    known (`peak_flops`, e.g. 989e12 for an H100's dense bf16). The first `skip` steps (start-up, compilation)
-    are left out of the run's average, kept in `tokens_per_sec` for the final summary."""
+    """Logs perf/tokens_per_sec over the last `window` steps, and perf/mfu: model FLOPs (GPT.flops_per_token) per
+    second of one device over its peak. peak_flops: a number, or "auto": Lightning's datasheet table for known
+    GPUs, measured matmul FLOP/s on CPUs (gptlab.training.flops), in the dtype the run computes in; null: no MFU.
+    The first `skip` steps (start-up, compilation) are left out of the run's average, kept in `tokens_per_sec`
+    for the final summary.
 
-    def __init__(self, window: int = 20, skip: int = 2, peak_flops: float | None = None):
-        self.window, self.skip, self.peak_flops = window, skip, peak_flops
+    Not Lightning's ThroughputMonitor: it has no peak for CPUs (get_available_flops knows GPUs and TPUs only), and
+    it needs the FLOPs of a batch up front, which its measure_flops takes from a meta-device run that the adaptive
+    head (a data-dependent split of rows into clusters) cannot do; tests/test_flops.py checks flops_per_token
+    against measure_flops where it can run."""
+
+    def __init__(self, window: int = 20, skip: int = 2, peak_flops: float | str | None = "auto"):
+        self.window, self.skip, self.peak = window, skip, peak_flops
+        self.peak_flops = None if peak_flops == "auto" else peak_flops  # the number used, once resolved
         self.tokens_per_sec = self.mfu = None  # the run's averages, for its summary
         self._steps = 0
 
     def on_train_start(self, trainer, pl_module):
+        if self.peak == "auto":
+            self.peak_flops = peak_flops(pl_module.device, trainer.precision)
         self._steps, self._tokens, self._t_start = 0, 0, None
         self._win_tokens, self._win_t = 0, time.perf_counter()
 

@@ -1,15 +1,80 @@
 """Optimizers that need more than torch.optim's constructors: Muon for hidden matrices with AdamW for the rest."""
 
+import math
+
 import torch
+
+from gptlab.training.precision import cpu_has_fast_bf16
+
+# Newton-Schulz quintic coefficients of Muon's authors (Keller Jordan): five steps take every singular value of a
+# norm-1 matrix to roughly [0.7, 1.2], close enough to an orthogonal update.
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+
+
+def orthogonalise(g, steps=5, dtype=torch.bfloat16):
+    """The nearest semi-orthogonal matrix to g, roughly (U V^T of its SVD), by Newton-Schulz iterations in dtype."""
+    a, b, c = NS_COEFFICIENTS
+    x = g.to(dtype)
+    tall = x.size(0) > x.size(1)
+    if tall:
+        x = x.T  # iterate on the smaller Gram matrix
+    x = x / x.norm().clamp(min=1e-7)  # spectral norm ≤ Frobenius norm = 1
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x.T if tall else x
+
+
+def ns_dtype(name, device):
+    """The Newton-Schulz dtype: "auto" is bf16 on GPUs and on CPUs with bf16 hardware, fp32 on the others, where
+    emulated bf16 matmuls are ~100x slower (torch.optim.Muon always uses bf16: 8.5 s a step there)."""
+    if name == "auto":
+        fast = device.type == "cuda" or (device.type == "cpu" and cpu_has_fast_bf16())
+        return torch.bfloat16 if fast else torch.float32
+    return {"bf16": torch.bfloat16, "fp32": torch.float32}[name]
+
+
+class Muon(torch.optim.Optimizer):
+    """Momentum, then each 2-D update orthogonalised (Jordan et al., 2024): torch.optim.Muon's update with the
+    Newton-Schulz dtype chosen by the machine (ns_dtype). adjust_lr_fn as torch.optim.Muon's."""
+
+    def __init__(self, params, lr=0.02, momentum=0.95, nesterov=True, weight_decay=0.0, ns_steps=5,
+                 ns_dtype="auto", adjust_lr_fn=None):
+        if ns_dtype not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"ns_dtype must be auto, bf16 or fp32, got {ns_dtype!r}")
+        super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
+                                      ns_steps=ns_steps, ns_dtype=ns_dtype, adjust_lr_fn=adjust_lr_fn))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
+                buf.lerp_(p.grad, 1 - group["momentum"])
+                update = p.grad.lerp(buf, group["momentum"]) if group["nesterov"] else buf
+                update = orthogonalise(update, group["ns_steps"], ns_dtype(group["ns_dtype"], p.device))
+                rows, cols = p.shape[:2]
+                scale = 0.2 * math.sqrt(max(rows, cols)) if group["adjust_lr_fn"] == "match_rms_adamw" \
+                    else math.sqrt(max(1, rows / cols))
+                p.mul_(1 - group["lr"] * group["weight_decay"])
+                p.add_(update.to(p.dtype), alpha=-group["lr"] * scale)
+        return loss
 
 
 class MuonAdamW(torch.optim.Optimizer):
-    """torch.optim.Muon on the 2-D weights inside the blocks (groups named "matrix"), AdamW on everything else
+    """Muon on the 2-D weights inside the blocks (groups named "matrix"), AdamW on everything else
     (embeddings, output layer, biases, norms), as Muon's authors recommend. One optimizer to Lightning and the
     LR scheduler: its param_groups are the two inner optimizers' groups, so schedules scale both."""
 
     def __init__(self, params, lr=0.02, momentum=0.95, nesterov=True, weight_decay=0.0,
-                 adamw_lr=3e-3, adamw_betas=(0.9, 0.95), adamw_weight_decay=0.0, adjust_lr_fn=None, fused=None):
+                 adamw_lr=3e-3, adamw_betas=(0.9, 0.95), adamw_weight_decay=0.0, adjust_lr_fn=None, fused=None,
+                 ns_dtype="auto"):
         groups = [dict(g) for g in params]
         muon_groups = [g for g in groups if g.get("name") == "matrix"]
         adam_groups = [g for g in groups if g.get("name") != "matrix"]
@@ -18,8 +83,8 @@ class MuonAdamW(torch.optim.Optimizer):
         for g in adam_groups:
             g.setdefault("weight_decay", adamw_weight_decay)
             g["lr"] = g.get("lr", adamw_lr)
-        self.muon = torch.optim.Muon(muon_groups, lr=lr, momentum=momentum, nesterov=nesterov,
-                                     adjust_lr_fn=adjust_lr_fn) if muon_groups else None
+        self.muon = Muon(muon_groups, lr=lr, momentum=momentum, nesterov=nesterov, ns_dtype=ns_dtype,
+                         adjust_lr_fn=adjust_lr_fn) if muon_groups else None
         self.adamw = torch.optim.AdamW(adam_groups, lr=adamw_lr, betas=tuple(adamw_betas), fused=fused) \
             if adam_groups else None
         self.inner = [o for o in (self.muon, self.adamw) if o is not None]
