@@ -44,7 +44,7 @@ step() {  # step NAME COMMAND...: run, keep the log, show the summary lines
 }
 COMMON=(callbacks.progress_bar=null "callbacks.throughput.peak_flops=$PEAK")
 step default "$PY" train.py "hydra.run.dir=$OUT/default" trainer.max_steps=300 trainer.val_check_interval=100 "${COMMON[@]}"
-step fp16 "$PY" train.py "hydra.run.dir=$OUT/fp16" trainer.precision=16-mixed trainer.max_steps=100 \
+step fp16 "$PY" train.py "hydra.run.dir=$OUT/fp16" trainer.precision=16-mixed optimizer=adamw trainer.max_steps=100 \
   trainer.val_check_interval=50 final_limit_batches=20 "${COMMON[@]}"
 step gpt2_compile "$PY" train.py "hydra.run.dir=$OUT/gpt2" experiment=gpt2_gpu trainer.max_steps=50 \
   trainer.val_check_interval=25 trainer.limit_val_batches=5 final_limit_batches=20 "${COMMON[@]}"
@@ -52,7 +52,7 @@ CKPT=$(ls "$OUT"/gpt2/checkpoints/step*.ckpt 2>/dev/null | head -1)
 step eval "$PY" eval.py "ckpt_path=$CKPT" limit_windows=100 "hydra.run.dir=$OUT/eval"
 step generate "$PY" generate.py "ckpt_path=$CKPT" prompt="The history of" max_new_tokens=40 "hydra.run.dir=$OUT/generate"
 tail -2 "$OUT/generate.log"
-step fsdp "$PY" train.py "hydra.run.dir=$OUT/fsdp" trainer=fsdp trainer.devices=1 model=gpt_mini trainer.max_steps=40 \
+step fsdp "$PY" train.py "hydra.run.dir=$OUT/fsdp" trainer=fsdp optimizer=adamw trainer.devices=1 model=gpt_mini trainer.max_steps=40 \
   trainer.val_check_interval=20 final_limit_batches=10 "${COMMON[@]}"
 tail -4 "$OUT/fsdp/samples.txt" 2>/dev/null
 echo "gpu_check: $failed failed"

@@ -137,6 +137,7 @@ def test_every_key_of_every_shipped_option_has_a_rule_of_its_own(tmp_path, app):
     ("train", "data.tokenizer=gpt3", "data.tokenizer=gpt3: expected a tiktoken encoding: "),
     ("generate", "task_file=x.jsonl", "task_file needs a task to score"),
     ("generate", "prompt=''", "prompt='': expected a non-empty string, or null"),
+    ("train", "trainer=fsdp", "optimizer=muon with trainer=fsdp: Muon orthogonalises whole matrices"),
 ])
 def test_known_bad_values_are_refused_naming_the_users_key(tmp_path, monkeypatch, app, override, message):
     import torch

@@ -117,7 +117,7 @@ def test_grid_sweep_makes_one_offline_wandb_run_per_job(grid_sweep):
     assert [r["name"] for r in runs] == [f"model.n_layer={n},optimizer.lr={lr}" for n in (1, 2)
                                          for lr in (0.001, 0.003)]
     assert {r["group"] for r in runs} == {"sweep"}  # the sweep directory's name
-    assert all(r["tags"] == ["gpt_nano", "adamw"] and r["exit_code"] == 0 for r in runs)
+    assert all(r["tags"] == ["gpt_nano", "muon"] and r["exit_code"] == 0 for r in runs)
     for run in runs:
         val_ppl = [row["val/ppl"] for row in run["history"] if "val/ppl" in row]
         assert len(val_ppl) == 1 and 1 < val_ppl[0] < 60000  # the final validation

@@ -163,6 +163,11 @@ def _train_checks(cfg, get) -> list[str]:
                         f"rate never reaches optimizer.lr")
     if get("optimizer.lr") == 0:
         warnings.append("optimizer.lr=0: the weights will not change")
+    strategy = get("trainer.strategy")
+    strategy = strategy.get("_target_", "") if isinstance(strategy, (dict, DictConfig)) else strategy
+    if str(get("optimizer._target_")).endswith("MuonAdamW") and "fsdp" in str(strategy).lower():
+        raise GptlabError("optimizer=muon with trainer=fsdp: Muon orthogonalises whole matrices and FSDP shards "
+                          "them; add optimizer=adamw")
     interval = get("trainer.val_check_interval")
     if isinstance(interval, int) and not isinstance(interval, bool) and max_steps and 0 < max_steps < interval:
         warnings.append(f"trainer.val_check_interval={interval} is longer than the run (trainer.max_steps="
