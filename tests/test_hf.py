@@ -72,7 +72,7 @@ def test_generate_py_and_train_py_start_from_a_local_gpt2_directory(hf_dir, tmp_
 
     # train.py: optimizer.lr=0 keeps the imported weights, so the checkpoint holds GPT-2's own
     run = tmp_path / "run"
-    run_train(run, *TINY, f"model.init_from={hf_dir}", "optimizer.lr=0", "trainer.max_steps=2",
+    run_train(run, *TINY, f"model.init_from={hf_dir}", "optimizer=adamw", "optimizer.lr=0", "trainer.max_steps=2",
               "trainer.val_check_interval=2", "trainer.precision=32-true", cache_dir=token_cache_dir)
     trained = load_model(run / "checkpoints" / "last.ckpt")
     expected = ours(hf_dir).state_dict()

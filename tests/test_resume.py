@@ -79,12 +79,24 @@ def assert_same_state(a: Path, b: Path, steps: int) -> None:
     assert ca["state_dict"].keys() == cb["state_dict"].keys()
     for k in ca["state_dict"]:
         assert torch.equal(ca["state_dict"][k], cb["state_dict"][k]), f"weights differ: {k}"
-    sa, sb = ca["optimizer_states"][0]["state"], cb["optimizer_states"][0]["state"]
-    assert sa.keys() == sb.keys()
-    for p in sa:
-        for k in sa[p]:
-            assert torch.equal(sa[p][k], sb[p][k]), f"optimizer state differs: param {p} {k}"
+    assert_same_tree(ca["optimizer_states"], cb["optimizer_states"], "optimizer_states")  # AdamW or MuonAdamW
     assert ca["lr_schedulers"] == cb["lr_schedulers"]
+
+
+def assert_same_tree(a, b, where: str) -> None:
+    """Equal nested dicts/lists of tensors and plain values (an optimizer's state_dict, whatever its layout)."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), f"{where}: keys differ"
+        for k in a:
+            assert_same_tree(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert isinstance(b, (list, tuple)) and len(a) == len(b), f"{where}: lengths differ"
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same_tree(x, y, f"{where}[{i}]")
+    elif isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), f"optimizer state differs: {where}"
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
 
 
 @pytest.fixture(scope="module")

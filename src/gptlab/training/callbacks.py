@@ -23,7 +23,7 @@ class Throughput(L.Callback):
 
     Not Lightning's ThroughputMonitor: it has no peak for CPUs (get_available_flops knows GPUs and TPUs only), and
     it needs the FLOPs of a batch up front, which its measure_flops takes from a meta-device run that the adaptive
-    head (a data-dependent split of rows into clusters) cannot do; tests/test_flops.py checks flops_per_token
+    head (a data-dependent split of rows into clusters) cannot do; tests/test_speedrun.py checks flops_per_token
     against measure_flops where it can run."""
 
     def __init__(self, window: int = 20, skip: int = 2, peak_flops: float | str | None = "auto"):

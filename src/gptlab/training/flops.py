@@ -37,7 +37,7 @@ def matmul_flops(dtype=torch.float32, seconds=0.3, max_size=2048, device="cpu") 
 
 @functools.cache
 def measured_cpu_peak(dtype=torch.float32) -> float:
-    """This CPU's matmul FLOP/s in dtype, measured once per process (~0.3 s)."""
+    """This CPU's matmul FLOP/s in dtype, measured once per process (~0.5 s)."""
     return matmul_flops(dtype)
 
 

@@ -34,6 +34,14 @@ def ns_dtype(name, device):
     return {"bf16": torch.bfloat16, "fp32": torch.float32}[name]
 
 
+def evaluate(closure):
+    """The loss from an optimizer step's closure (forward and backward, gradients on), or None without one."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 class Muon(torch.optim.Optimizer):
     """Momentum, then each 2-D update orthogonalised (Jordan et al., 2024): torch.optim.Muon's update with the
     Newton-Schulz dtype chosen by the machine (ns_dtype). adjust_lr_fn as torch.optim.Muon's."""
@@ -47,10 +55,7 @@ class Muon(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate(closure)
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:
@@ -93,10 +98,7 @@ class MuonAdamW(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate(closure)
         for o in self.inner:
             o.step()
         return loss
