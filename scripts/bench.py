@@ -33,9 +33,9 @@ from gptlab.apps.setup import setup
 from gptlab.apps.train import build
 from gptlab.model.decode import complete
 from gptlab.training.callbacks import Throughput
-from gptlab.training.flops import DTYPES, matmul_flops
+from gptlab.training.flops import matmul_flops
 from gptlab.training.module import param_groups
-from gptlab.training.precision import cpu_has_fast_bf16
+from gptlab.training.precision import compute_dtype, cpu_has_fast_bf16
 
 REPO = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
@@ -106,7 +106,7 @@ def bare_run(model, precision, warm, steps, compile_, out, seconds=None):
         gpt.compile()
     opt = instantiate(cfg.optimizer)(param_groups(gpt))
     sched = instantiate(cfg.scheduler)(opt)
-    dtype = DTYPES[precision] if precision.endswith("mixed") else None
+    dtype = compute_dtype(precision) if precision.endswith("mixed") else None
     clip = cfg.trainer.gradient_clip_val
     ends, t0 = [], time.perf_counter()
     gpt.train()
@@ -132,7 +132,7 @@ def bare_run(model, precision, warm, steps, compile_, out, seconds=None):
 
 def eval_and_generate(model, dm, precision, seconds=10.0):
     gpt = model.eval()
-    dtype = DTYPES[precision] if precision.endswith("mixed") else None
+    dtype = compute_dtype(precision) if precision.endswith("mixed") else None
     ids = dm.ids("valid")
     t = time.perf_counter()
     with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
@@ -163,7 +163,7 @@ def main(argv=None):
     lines = [f"Machine: {machine()}", ""]
     print(lines[0], flush=True)
 
-    peak = {dt: matmul_flops(DTYPES[dt], seconds=3.0) for dt in ("32-true", "bf16-mixed")}
+    peak = {dt: matmul_flops(compute_dtype(dt), seconds=3.0) for dt in ("32-true", "bf16-mixed")}
     lines += ["| matmul peak (square, up to 2048) | GFLOP/s |", "|---|---:|"]
     lines += [f"| {'fp32' if k == '32-true' else 'bf16'} | {v / 1e9:,.0f} |" for k, v in peak.items()]
     print("\n".join(lines[2:]), flush=True)

@@ -56,11 +56,12 @@ GPT2_ARCHITECTURE = dict(pos_emb="learned", norm="layernorm", qk_norm=False, mlp
 
 
 def check_gpt2_architecture(config, key, needs):
-    wrong = [f"{key}.{f}={getattr(config, f)}" for f, v in GPT2_ARCHITECTURE.items() if getattr(config, f) != v]
-    if wrong:
-        right = " ".join(f"{key}.{f}={'null' if v is None else str(v).lower()}" for f, v in GPT2_ARCHITECTURE.items()
-                         if f"{key}.{f}=" in " ".join(wrong))
-        raise GptlabError(f"{', '.join(wrong)}: not GPT-2's architecture; {needs} {right}")
+    bad = [f for f, v in GPT2_ARCHITECTURE.items() if getattr(config, f) != v]
+    if bad:
+        wrong = ", ".join(f"{key}.{f}={getattr(config, f)}" for f in bad)
+        right = " ".join(f"{key}.{f}={'null' if GPT2_ARCHITECTURE[f] is None else str(GPT2_ARCHITECTURE[f]).lower()}"
+                         for f in bad)
+        raise GptlabError(f"{wrong}: not GPT-2's architecture; {needs} {right}")
 
 
 def read_weights(directory) -> dict[str, torch.Tensor]:

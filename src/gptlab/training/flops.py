@@ -10,8 +10,7 @@ import time
 
 import torch
 
-DTYPES = {"32-true": torch.float32, "32": torch.float32, "bf16-mixed": torch.bfloat16, "bf16-true": torch.bfloat16,
-          "16-mixed": torch.float16, "16-true": torch.float16}
+from gptlab.training.precision import compute_dtype
 
 
 def matmul_flops(dtype=torch.float32, seconds=0.3, max_size=2048, device="cpu") -> float:
@@ -43,7 +42,7 @@ def measured_cpu_peak(dtype=torch.float32) -> float:
 
 def peak_flops(device: torch.device, precision: str) -> float | None:
     """Peak FLOP/s of one device for a run in `precision`: datasheet for known GPUs, measured on CPUs."""
-    dtype = DTYPES.get(str(precision), torch.float32)
+    dtype = compute_dtype(precision)
     if device.type == "cpu":
         return measured_cpu_peak(dtype)
     from lightning.fabric.utilities.throughput import get_available_flops

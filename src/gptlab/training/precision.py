@@ -7,6 +7,7 @@ GPTLAB_CPU_BF16=1 or 0 overrides the CPU detection, so one machine can take the 
 """
 
 import contextlib
+import functools
 import os
 
 import torch
@@ -25,12 +26,26 @@ def cpu_has_fast_bf16() -> bool:
             raise GptlabError(f"{CPU_BF16_ENV}={forced!r}: set it to 1 (use bf16 on this CPU), 0 (do not), or unset "
                               f"it to detect")
         return forced.strip() == "1"
+    return _cpuinfo_has_bf16()
+
+
+@functools.cache
+def _cpuinfo_has_bf16() -> bool:
+    """The CPU's flags, read once per process (Muon's optimizer step asks every step)."""
     try:
         with open("/proc/cpuinfo") as f:
             flags = f.read()
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+DTYPES = {"bf16": torch.bfloat16, "16": torch.float16, "32": torch.float32, "64": torch.float64}
+
+
+def compute_dtype(precision) -> torch.dtype:
+    """The dtype a run in a (resolved) Lightning precision computes in: bf16-mixed → bfloat16, 32-true → float32."""
+    return DTYPES.get(str(precision).partition("-")[0], torch.float32)
 
 
 def resolve_precision(precision, accelerator="auto") -> str:
@@ -60,13 +75,12 @@ def apply_precision(model, precision, device):
     precisions) and a function giving the autocast context (a no-op for the others)."""
     precision = resolve_precision(precision, device.type)
     base, _, mode = precision.partition("-")
-    dtypes = {"bf16": torch.bfloat16, "16": torch.float16, "32": torch.float32, "64": torch.float64}
-    if base not in dtypes or mode not in ("", "true", "mixed"):
+    if base not in DTYPES or mode not in ("", "true", "mixed"):
         raise GptlabError(f"precision={precision}: expected one of {', '.join(PRECISIONS)}")
     check_float16_device(precision, device.type)
     if mode == "mixed" or (mode == "" and base in ("16", "bf16")):  # Lightning reads "16" as "16-mixed"
-        return model, lambda: torch.autocast(device.type, dtype=dtypes[base])
-    return model.to(dtypes[base]), contextlib.nullcontext
+        return model, lambda: torch.autocast(device.type, dtype=DTYPES[base])
+    return model.to(DTYPES[base]), contextlib.nullcontext
 
 
 def check_float16_device(precision, device_type: str) -> None:
