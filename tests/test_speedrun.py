@@ -125,6 +125,27 @@ def test_newton_schulz_in_fp32_orthogonalises_like_float64_and_bf16_like_torch_m
     assert (p1.detach() - p2.detach()).abs().max() < 0.05 * moved
 
 
+def test_muon_orthogonalises_same_shape_matrices_as_one_batch_like_one_by_one():
+    torch.manual_seed(0)
+    stack = torch.randn(3, 48, 16, dtype=torch.float64)  # tall: iterated on the transpose
+    one_by_one = torch.stack([orthogonalise(g, dtype=torch.float64) for g in stack])
+    torch.testing.assert_close(orthogonalise(stack, dtype=torch.float64), one_by_one)
+    # an optimizer step over two shapes, two matrices each, against one Muon per matrix
+    params = [torch.nn.Parameter(torch.randn(*s)) for s in ((24, 8), (8, 16), (24, 8), (8, 16))]
+    alone = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    together = Muon(params, lr=0.02, ns_dtype="fp32")
+    separate = [Muon([p], lr=0.02, ns_dtype="fp32") for p in alone]
+    for _ in range(2):
+        for p, q in zip(params, alone, strict=True):
+            p.grad = torch.randn_like(p)
+            q.grad = p.grad.clone()
+        together.step()
+        for o in separate:
+            o.step()
+    for p, q in zip(params, alone, strict=True):
+        torch.testing.assert_close(p.detach(), q.detach())
+
+
 def test_newton_schulz_dtype_follows_the_machine(monkeypatch):
     monkeypatch.setenv("GPTLAB_CPU_BF16", "0")
     assert ns_dtype("auto", torch.device("cpu")) == torch.float32  # emulated bf16 is ~100x slower there
