@@ -3,7 +3,7 @@ import torch
 from torch.nn import functional as F
 
 from gptlab.model import GPT, GPTConfig
-from gptlab.model.loss import IGNORE_INDEX, fused_linear_cross_entropy
+from gptlab.model.loss import IGNORE_INDEX, adaptive_loss, fused_linear_cross_entropy
 
 
 def tiny(**kw):
@@ -72,6 +72,24 @@ def test_fused_loss_equals_cross_entropy_in_value_and_gradient():
     torch.testing.assert_close(loss, ref)
     torch.testing.assert_close(gx, x.grad)
     torch.testing.assert_close(gw, w.grad)
+
+
+def test_adaptive_loss_equals_the_module_in_fp32_and_runs_its_matmuls_in_bf16_under_autocast():
+    torch.manual_seed(0)
+    head = torch.nn.AdaptiveLogSoftmaxWithLoss(32, 500, [50, 200], div_value=4.0)
+    x = torch.randn(300, 32, requires_grad=True)
+    t = torch.randint(0, 500, (300,))
+    t[:5] = torch.tensor([0, 49, 50, 199, 499])  # both sides of each cluster's bounds
+    ref = head(x, t).loss
+    ref_grads = torch.autograd.grad(ref, [x, *head.parameters()])
+    ours = adaptive_loss(head, x, t)
+    torch.testing.assert_close(ours, ref)
+    for a, b in zip(torch.autograd.grad(ours, [x, *head.parameters()]), ref_grads, strict=True):
+        torch.testing.assert_close(a, b)
+    with torch.autocast("cpu", torch.bfloat16):
+        mixed = adaptive_loss(head, x, t)
+    assert mixed.dtype == torch.float32 and mixed != ref  # bf16 matmuls, fp32 log-softmax and loss
+    torch.testing.assert_close(mixed, ref, rtol=1e-2, atol=0)
 
 
 @pytest.mark.parametrize("head", ["full", "adaptive"])

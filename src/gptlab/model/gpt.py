@@ -14,7 +14,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from gptlab.model.config import GPTConfig
-from gptlab.model.loss import IGNORE_INDEX, adaptive_nll, capped, chunked_nll, fused_linear_cross_entropy
+from gptlab.model.loss import IGNORE_INDEX, adaptive_loss, adaptive_nll, capped, chunked_nll, fused_linear_cross_entropy
 
 
 def norm(config):
@@ -221,9 +221,9 @@ class GPT(nn.Module):
         self.tail_share = [float(ranked[a:b].sum() / total) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
     def _head_dtype(self):
-        # The adaptive head runs outside autocast, on h cast to its weights' dtype (fp32 unless the whole model
-        # was cast): nn.AdaptiveLogSoftmaxWithLoss writes its clusters' outputs into one tensor of its input's
-        # dtype, and its log-softmaxes want fp32 anyway.
+        # Scoring runs the adaptive head outside autocast, on h cast to its weights' dtype (fp32 unless the whole
+        # model was cast): nn.AdaptiveLogSoftmaxWithLoss writes its clusters' outputs into one tensor of its
+        # input's dtype, and exact scores want fp32. Training's loss (adaptive_loss) runs its matmuls in autocast.
         return self.lm_head.head.weight.dtype
 
     def logits(self, h):
@@ -245,8 +245,7 @@ class GPT(nn.Module):
             return None, fused_linear_cross_entropy(h, self.lm_head.weight, targets, self.config.loss_chunk,
                                                     self.config.logit_softcap)
         keep = targets != IGNORE_INDEX
-        with torch.autocast(h.device.type, enabled=False):
-            return None, self.lm_head(h[keep].to(self._head_dtype()), self.vocab_rank[targets[keep]]).loss
+        return None, adaptive_loss(self.lm_head, h[keep], self.vocab_rank[targets[keep]])
 
     @torch.no_grad()
     def score(self, idx, targets):
