@@ -9,7 +9,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
-from gptlab.training.budget import TimeBudget
+from gptlab.training.budget import TimeBudget, ValidateLastStep
 from gptlab.training.module import GPTLitModule
 from gptlab.training.schedulers import cosine
 
@@ -84,3 +84,47 @@ def test_deterministic_runs_schedule_by_max_steps_alone(tmp_path):
     trainer, budget, record = fit(tmp_path, budget_seconds=60, deterministic=True, max_steps=30)
     assert budget.total_steps is None and trainer.global_step == 30
     assert record.lrs[29] > 0.99 * LR  # 30 of 100,000 steps: no decay yet
+
+
+class Lengths(L.Callback):
+    """Records, per step, the window length trained on and the tokens the Throughput callback would count."""
+
+    def __init__(self):
+        self.lengths = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.lengths.append(pl_module.batch_tokens // batch[0].size(0))
+
+
+def test_seq_len_warmup_trains_on_shorter_windows_first_and_the_budget_times_the_steps_after_it(tmp_path):
+    module = tiny_module()
+    module.seq_len_warmup = 6
+    budget, lengths = TimeBudget(max_time=30, skip_steps=2, measure_steps=3), Lengths()
+    trainer = L.Trainer(accelerator="cpu", precision="32-true", max_steps=12, max_time={"seconds": 30},
+                        callbacks=[budget, lengths], logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(module, train_dataloaders=loader())
+    assert lengths.lengths == [2, 2, 4, 4, 6, 6] + [8] * 6  # 1/4, 1/2, 3/4 of block_size 8, then whole
+    assert budget._start[0] == 6  # the timing began after the warm-up's faster steps, not after skip_steps=2
+
+
+class Validations(L.Callback):
+    def __init__(self):
+        self.steps = []
+
+    def on_validation_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            self.steps.append(trainer.global_step)
+
+
+@pytest.mark.parametrize("last", [True, False])
+def test_the_last_step_is_validated_where_no_val_check_interval_falls_on_it(last):
+    val = DataLoader(TensorDataset(*loader().dataset[:8]), batch_size=4)
+    seen = Validations()
+    callbacks = [seen, ValidateLastStep()] if last else [seen]
+    trainer = L.Trainer(accelerator="cpu", precision="32-true", max_steps=7, val_check_interval=5,
+                        callbacks=callbacks, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        num_sanity_val_steps=0, enable_checkpointing=False)
+    trainer.fit(tiny_module(), train_dataloaders=loader(), val_dataloaders=val)
+    assert trainer.global_step == 7
+    assert seen.steps == ([5, 7] if last else [5])  # without it, steps 6 and 7 are never scored

@@ -43,6 +43,7 @@ RULES: dict[str, Rule] = {
     "name": RunName(),
     "seed": Int(0, 2**32 - 1),
     "compile": Bool(),
+    "seq_len_warmup": Int(0, COUNT_MAX),
     "ckpt_path": Text(null=True),
     "init_from": Text(null=True),  # eval.py, generate.py: pretrained GPT-2 (a Hub name or a directory)
     "resume": Bool(),

@@ -66,6 +66,7 @@ class TrainSchema:
     name: str = MISSING
     seed: int = 1337
     compile: Any = False
+    seq_len_warmup: int = 0
     ckpt_path: str | None = None
     resume: Any = False
     final_limit_batches: Any = 1.0  # a number of batches (int) or a fraction (float): keys.py

@@ -30,7 +30,7 @@ def build(cfg: DictConfig):
     model_cfg = instantiate(cfg.model, _convert_="all")
     model_cfg.vocab_size = dm.vocab_size  # the tokenizer decides
     module = GPTLitModule(model=model_cfg, optimizer=cfg.optimizer, scheduler=cfg.get("scheduler"),
-                          compile=cfg.get("compile", False))
+                          compile=cfg.get("compile", False), seq_len_warmup=cfg.get("seq_len_warmup", 0))
     checks.check_optimizer(module)
     if cfg.get("ckpt_path"):
         check_compatible(cfg.ckpt_path, module.hparams["model"], module.hparams["optimizer"])

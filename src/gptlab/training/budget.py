@@ -43,6 +43,7 @@ class TimeBudget(L.Callback):
             raise GptlabError(f"callbacks.time_budget.reserve must be in [0, 1), got {reserve}")
         self.budget = seconds(max_time)
         self.skip_steps, self.measure_steps, self.reserve = skip_steps, measure_steps, reserve
+        self._skip = skip_steps  # skip_steps, or the seq_len_warmup steps where more (on_train_start)
         self.total_steps = None  # the step budget, once measured (or restored from a checkpoint)
         self._start, self._first_step = None, 0  # (step, time) where the measurement began; the run's first step
         self._stale = None  # a resumed checkpoint's step budget, set under another budget than this run's
@@ -53,6 +54,8 @@ class TimeBudget(L.Callback):
 
     def on_train_start(self, trainer, pl_module):
         self._start, self._first_step = None, trainer.global_step
+        # steps on shorter windows (seq_len_warmup) are faster than the rest: the timing starts after them
+        self._skip = max(self.skip_steps, getattr(pl_module, "seq_len_warmup", 0) - trainer.global_step)
         if self.active and self.total_steps is not None:  # resumed: keep the schedule the run started with
             set_total_steps(trainer, self.total_steps)
         elif self._stale is not None and trainer.max_steps > 0:
@@ -66,7 +69,7 @@ class TimeBudget(L.Callback):
             return
         step, now = trainer.global_step, time.monotonic()
         if self._start is None:
-            if step - self._first_step >= self.skip_steps:
+            if step - self._first_step >= self._skip:
                 self._start = (step, now)
             return
         steps = step - self._start[0]
@@ -94,3 +97,13 @@ class TimeBudget(L.Callback):
             self.total_steps = state_dict.get("total_steps")
         else:
             self._stale = state_dict.get("total_steps")
+
+
+class ValidateLastStep(L.Callback):
+    """Validates after the last training step (trainer.max_steps, or the step budget set above) where that step is
+    not a validation step already: otherwise the steps after the last `val_check_interval`, those at the lowest
+    learning rate, are never scored, and the best checkpoint (the final scores') cannot be the final weights."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
+            trainer.should_stop = True  # Lightning validates when a stop is requested (as for max_time)
