@@ -102,7 +102,8 @@ def test_seq_len_warmup_trains_on_shorter_windows_first_and_the_budget_times_the
     budget, lengths = TimeBudget(max_time=30, skip_steps=2, measure_steps=3), Lengths()
     trainer = L.Trainer(accelerator="cpu", precision="32-true", max_steps=12, max_time={"seconds": 30},
                         callbacks=[budget, lengths], logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, limit_val_batches=0)
+                        enable_model_summary=False, limit_val_batches=0, enable_checkpointing=False,
+                        default_root_dir=tmp_path, deterministic=False)  # an earlier test may have set it
     trainer.fit(module, train_dataloaders=loader())
     assert lengths.lengths == [2, 2, 4, 4, 6, 6] + [8] * 6  # 1/4, 1/2, 3/4 of block_size 8, then whole
     assert budget._start[0] == 6  # the timing began after the warm-up's faster steps, not after skip_steps=2
@@ -118,13 +119,13 @@ class Validations(L.Callback):
 
 
 @pytest.mark.parametrize("last", [True, False])
-def test_the_last_step_is_validated_where_no_val_check_interval_falls_on_it(last):
+def test_the_last_step_is_validated_where_no_val_check_interval_falls_on_it(last, tmp_path):
     val = DataLoader(TensorDataset(*loader().dataset[:8]), batch_size=4)
     seen = Validations()
     callbacks = [seen, ValidateLastStep()] if last else [seen]
     trainer = L.Trainer(accelerator="cpu", precision="32-true", max_steps=7, val_check_interval=5,
                         callbacks=callbacks, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        num_sanity_val_steps=0, enable_checkpointing=False)
+                        num_sanity_val_steps=0, enable_checkpointing=False, default_root_dir=tmp_path)
     trainer.fit(tiny_module(), train_dataloaders=loader(), val_dataloaders=val)
     assert trainer.global_step == 7
     assert seen.steps == ([5, 7] if last else [5])  # without it, steps 6 and 7 are never scored
