@@ -138,7 +138,7 @@ def eval_and_generate(model, dm, precision, seconds=10.0):
     with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
         _, count, _, _ = score_windows(gpt, ids, batch_size=32, limit_windows=64)
     eval_tps = count / (time.perf_counter() - t)
-    tok = dm.tokenizer
+    tok = dm.encoding
     with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
         complete(gpt, tok, "The history of", 8)  # warm-up
         t = time.perf_counter()

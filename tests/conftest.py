@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from gptlab.apps.setup import setup
+from gptlab.config.compose import setup
 
 setup()  # the config resolvers, as train.py, eval.py and generate.py register them
 

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from gptlab.training.budget import TimeBudget, ValidateLastStep
 from gptlab.training.module import GPTLitModule
-from gptlab.training.schedulers import cosine
+from gptlab.training.schedulers import Cosine
 
 LR, MIN_RATIO = 1e-3, 0.1
 
@@ -33,7 +33,7 @@ def tiny_module():
     torch.manual_seed(0)
     return GPTLitModule(model={"vocab_size": 64, "block_size": 8, "n_layer": 1, "n_head": 1, "n_embd": 16},
                         optimizer=lambda groups: torch.optim.AdamW(groups, lr=LR),
-                        scheduler=lambda opt: cosine(opt, total_steps=100_000, warmup_steps=3, min_lr_ratio=MIN_RATIO))
+                        scheduler=lambda opt: Cosine(total_steps=100_000, warmup_steps=3, min_lr_ratio=MIN_RATIO)(opt))
 
 
 def loader():
@@ -43,7 +43,8 @@ def loader():
 
 
 def fit(tmp_path, budget_seconds, slow=0.0, ckpt_path=None, deterministic=False, max_steps=100_000):
-    budget = TimeBudget(max_time=budget_seconds, skip_steps=2, measure_steps=5, reserve=0.3)
+    budget = TimeBudget(max_time={"seconds": budget_seconds} if budget_seconds else None, skip_steps=2,
+                        measure_steps=5, reserve=0.3)
     record = Slow(slow)
     every_10 = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=10, save_top_k=-1, filename="{step}")
     max_time = {"seconds": budget_seconds} if budget_seconds else None
@@ -99,7 +100,7 @@ class Lengths(L.Callback):
 def test_seq_len_warmup_trains_on_shorter_windows_first_and_the_budget_times_the_steps_after_it(tmp_path):
     module = tiny_module()
     module.seq_len_warmup = 6
-    budget, lengths = TimeBudget(max_time=30, skip_steps=2, measure_steps=3), Lengths()
+    budget, lengths = TimeBudget(max_time={"seconds": 30}, skip_steps=2, measure_steps=3, reserve=0.08), Lengths()
     trainer = L.Trainer(accelerator="cpu", precision="32-true", max_steps=12, max_time={"seconds": 30},
                         callbacks=[budget, lengths], logger=False, enable_progress_bar=False,
                         enable_model_summary=False, limit_val_batches=0, enable_checkpointing=False,

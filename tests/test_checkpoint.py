@@ -1,5 +1,6 @@
 """Checkpoints are read weights-only: a crafted file that would run code when unpickled is refused (by gptlab's
-loaders and by Lightning's own ckpt_path loading), and nothing named inside a checkpoint is ever instantiated."""
+loaders and by Lightning's own ckpt_path loading), and nothing named inside a checkpoint is ever instantiated. A
+checkpoint fits a run's model when the weights' names and shapes and the architecture keys agree."""
 
 import os
 import runpy
@@ -15,8 +16,8 @@ from torch.utils.data import DataLoader
 from gptlab.data import EvalWindows
 from gptlab.errors import GptlabError
 from gptlab.model import GPTConfig
-from gptlab.training.checkpoint import check_compatible, load_module
-from gptlab.training.checkpoint_io import SafeCheckpointIO, UnsafeCheckpointError, load_checkpoint
+from gptlab.model.checkpoint import UnsafeCheckpointError, check_compatible, load_checkpoint, load_model
+from gptlab.training.checkpoint_io import SafeCheckpointIO
 from gptlab.training.module import GPTLitModule
 
 SMALL = {"vocab_size": 50257, "block_size": 16, "n_layer": 1, "n_head": 2, "n_embd": 32}
@@ -48,7 +49,7 @@ def test_crafted_checkpoint_is_refused_without_running_code(crafted):
     with pytest.raises(UnsafeCheckpointError, match=r"refused to load .*crafted\.ckpt: it holds Python objects "
                                                     r"other than tensors and plain data \(it names posix\.system\)"):
         load_checkpoint(path)
-    for load in (load_module, lambda p: check_compatible(p, SMALL)):
+    for load in (load_model, lambda p: check_compatible(p, GPTConfig(**SMALL))):
         with pytest.raises(UnsafeCheckpointError):
             load(path)
     assert not marker.exists()
@@ -83,9 +84,8 @@ def test_targets_named_in_a_checkpoint_are_never_instantiated(tmp_path):
     module = GPTLitModule(model=GPTConfig(**SMALL))
     hparams = dict(module.hparams, optimizer={"_target_": "os.system", "_args_": [f"touch {marker}"]})
     torch.save({"hyper_parameters": hparams, "state_dict": module.state_dict()}, tmp_path / "c.ckpt")
-    loaded = load_module(tmp_path / "c.ckpt")  # plain data: it loads, and only the model is built from it
-    assert loaded.optimizer_factory is None
-    assert torch.equal(loaded.model.lm_head.weight, module.model.lm_head.weight)
+    loaded = load_model(tmp_path / "c.ckpt")  # plain data: it loads, and only the model is built from it
+    assert torch.equal(loaded.lm_head.weight, module.model.lm_head.weight)
     assert not marker.exists()
 
 
@@ -98,34 +98,60 @@ def test_truncated_checkpoint_gives_a_clear_error(tmp_path):
         load_checkpoint(tmp_path / "t.ckpt")
 
 
-def test_checkpoint_of_another_shape_is_refused_naming_the_differences(tmp_path):
+def save(path, module, **hparams):
+    torch.save({"hyper_parameters": {**dict(module.hparams), **hparams}, "state_dict": module.state_dict()}, path)
+    return path
+
+
+def test_checkpoint_of_another_architecture_is_refused_naming_the_differences(tmp_path):
+    ckpt = save(tmp_path / "c.ckpt", GPTLitModule(model=GPTConfig(**SMALL)))
+    check_compatible(ckpt, GPTConfig(**SMALL, dropout=0.1))  # dropout does not change the weights
+    with pytest.raises(GptlabError, match=r"another architecture than this run's: model.n_layer=1 \(this run: 2\), "
+                                          r"model.n_embd=32 \(this run: 64\)\."):
+        check_compatible(ckpt, GPTConfig(**{**SMALL, "n_layer": 2, "n_embd": 64}))
+    # switches that change no shape are refused too: these weights were trained with another activation
+    with pytest.raises(GptlabError, match=r"model.mlp=gelu \(this run: relu2\)"):
+        check_compatible(ckpt, GPTConfig(**SMALL, mlp="relu2"))
+    with pytest.raises(GptlabError, match=r"model.pos_emb=learned \(this run: rope\)"):
+        check_compatible(ckpt, GPTConfig(**SMALL, pos_emb="rope"))
+
+
+def test_compatibility_follows_the_weights_not_a_list_of_keys(tmp_path):
+    """The weights decide: a checkpoint whose config says one thing and whose tensors another is refused by its
+    tensors' names and shapes, even when every key agrees."""
     module = GPTLitModule(model=GPTConfig(**SMALL))
-    torch.save({"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()}, tmp_path / "c.ckpt")
-    check_compatible(tmp_path / "c.ckpt", {**SMALL, "dropout": 0.1})  # dropout does not change the weights
-    with pytest.raises(GptlabError, match=r"another shape than this run's: n_layer=1 \(this run: 2\), "
-                                          r"n_embd=32 \(this run: 64\)\."):
-        check_compatible(tmp_path / "c.ckpt", {**SMALL, "n_layer": 2, "n_embd": 64})
-    muon = {"_target_": "gptlab.training.optim.MuonAdamW", "_partial_": True}
-    check_compatible(tmp_path / "c.ckpt", SMALL, muon)  # no optimizer state in this file: nothing to clash
-    hparams = dict(module.hparams, optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3})
-    torch.save({"hyper_parameters": hparams, "state_dict": module.state_dict()}, tmp_path / "c.ckpt")
+    state = module.state_dict()
+    state["model.transformer.h.0.mlp.c_fc.weight"] = torch.zeros(64, 32)  # not what n_embd=32 makes
+    torch.save({"hyper_parameters": dict(module.hparams), "state_dict": state}, tmp_path / "c.ckpt")
+    with pytest.raises(GptlabError, match=r"weights transformer.h.0.mlp.c_fc.weight"):
+        check_compatible(tmp_path / "c.ckpt", GPTConfig(**SMALL))
+
+
+def test_a_checkpoint_of_another_optimizer_is_refused_by_its_class(tmp_path):
+    module = GPTLitModule(model=GPTConfig(**SMALL))
+    ckpt = save(tmp_path / "c.ckpt", module)
+    muon = "gptlab.training.optim.MuonAdamW"
+    check_compatible(ckpt, GPTConfig(**SMALL), muon)  # no optimizer state in this file: nothing to clash
+    save(ckpt, module, optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3})
     with pytest.raises(GptlabError, match=r"holds the state of optimizer torch\.optim\.AdamW, this run uses "
                                           r"gptlab\.training\.optim\.MuonAdamW"):
-        check_compatible(tmp_path / "c.ckpt", SMALL, muon)
+        check_compatible(ckpt, GPTConfig(**SMALL), muon)
 
 
 def test_a_checkpoint_written_before_the_layers_move_still_loads_and_resumes(tmp_path):
-    # Before gptlab was split into layers, checkpoints named gptlab.optim.MuonAdamW and gptlab.schedulers.cosine.
+    # Before gptlab was split into layers, checkpoints named gptlab.optim.MuonAdamW and gptlab.schedulers.cosine,
+    # and before the speedrun switches were removed they carried qk_norm, value_embed and zero_init_proj (off).
     optimizer = {"_target_": "gptlab.optim.MuonAdamW", "_partial_": True, "lr": 1e-3, "adamw_lr": 1e-3}
     scheduler = {"_target_": "gptlab.schedulers.cosine", "_partial_": True, "total_steps": 10, "warmup_steps": 2}
     module = GPTLitModule(model=SMALL)
-    old = {"hyper_parameters": {"model": SMALL, "optimizer": optimizer, "scheduler": scheduler, "compile": False},
+    model = {**SMALL, "_target_": "gptlab.model.GPTConfig", "qk_norm": False, "value_embed": False}
+    old = {"hyper_parameters": {"model": model, "optimizer": optimizer, "scheduler": scheduler, "compile": False},
            "state_dict": module.state_dict(), "pytorch-lightning_version": L.__version__}
     path = tmp_path / "old.ckpt"
     torch.save(old, path)
-    loaded = GPTLitModule.load_from_checkpoint(path)  # as Lightning resumes a run: the optimizer is built
-    built = loaded.configure_optimizers()
-    assert type(built["optimizer"]).__name__ == "MuonAdamW"
-    assert type(built["lr_scheduler"]["scheduler"].lr_lambdas[0]).__name__ == "WarmupDecay"
-    assert torch.equal(load_module(path).model.transformer.wte.weight, module.model.transformer.wte.weight)
-    check_compatible(path, SMALL, {"_target_": "gptlab.training.optim.MuonAdamW"})  # the same optimizer
+    assert torch.equal(load_model(path).transformer.wte.weight, module.model.transformer.wte.weight)
+    check_compatible(path, GPTConfig(**SMALL), "gptlab.training.optim.MuonAdamW")  # the same optimizer class
+    old["hyper_parameters"]["model"]["value_embed"] = True  # a switch this gptlab no longer has, on: refused
+    torch.save(old, path)
+    with pytest.raises(GptlabError, match=r"holds a model with model.value_embed=true, which this version"):
+        load_model(path)

@@ -17,9 +17,11 @@ from conftest import DATA_DIR
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from gptlab.data import IGNORE_INDEX, EvalWindows, TrainWindows, WikiText2DataModule
+from gptlab.config.rundir import repo_root
+from gptlab.data import IGNORE_INDEX, EvalWindows, TrainWindows
+from gptlab.data.datamodule import WikiText2DataModule
 from gptlab.data.token_cache import safe_chunks
-from gptlab.data.tokenizer import Tokenizer, _use_local_bpe_files, repo_root
+from gptlab.data.tokenizer import Tokenizer, _use_local_bpe_files
 from gptlab.errors import GptlabError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,7 +55,7 @@ def test_train_split_tokenizes_like_one_whole_file_encode(dm, data_dir):
     ids = dm.ids("train")
     assert ids.dtype == np.uint16
     assert len(ids) == 2_448_382
-    whole = dm.tokenizer.encode((data_dir / "wikitext-2" / "wiki.train.tokens").read_text(encoding="utf-8"))
+    whole = dm.encoding.encode((data_dir / "wikitext-2" / "wiki.train.tokens").read_text(encoding="utf-8"))
     assert np.array_equal(ids, whole)
 
 
@@ -81,7 +83,7 @@ def test_raw_variant_reads_the_raw_files(token_cache_dir):
                               cache_dir=token_cache_dir, variant="raw", splits=("valid", "test"), download=False)
     raw.prepare_data()
     assert (raw.stats["valid"].lines, raw.stats["valid"].bytes) == (3_760, 1_146_846)
-    assert raw.tokenizer.decode(raw.ids("test")[:20]).startswith(" \n = Robert Boulter = \n")
+    assert raw.encoding.decode(raw.ids("test")[:20]).startswith(" \n = Robert Boulter = \n")
 
 
 # --- eval windows
@@ -364,7 +366,7 @@ def test_download_disabled_says_so(tmp_path):
         ({"splits": ("train", "val")}, "splits"),
         ({"splits": ()}, "splits"),
         ({"eval_stride": 0}, "eval_stride"),
-        ({"eval_stride": 257}, "eval_stride"),
+        ({"eval_stride": 257, "block_size": 256}, "eval_stride"),
         ({"tokenizer": "gpt5"}, "r50k_base"),
         ({"num_workers": -1}, "num_workers"),
     ],
@@ -392,7 +394,7 @@ def test_dirs_default_to_the_repo_and_only_the_config_reads_the_environment(tmp_
     (tmp_path / "d" / "tiktoken-cache").mkdir(parents=True)
     _use_local_bpe_files(tmp_path / "d")  # a data directory given to it comes first
     assert os.environ["TIKTOKEN_CACHE_DIR"] == str(tmp_path / "d" / "tiktoken-cache")
-    with pytest.raises(ValueError, match="differ"):
+    with pytest.raises(ValueError, match="expected a directory other than data.data_dir"):
         WikiText2DataModule(data_dir=tmp_path, cache_dir=tmp_path)
 
 
@@ -407,7 +409,7 @@ def test_data_configs_instantiate(tmp_path, token_cache_dir, name, variant):
     )
     with initialize_config_dir(config_dir=str(conf), version_base=None):
         cfg = compose("config", overrides=[f"data={name}"])
-    dm = instantiate(cfg.data)
+    dm = instantiate(cfg.data, _target_="gptlab.data.datamodule.WikiText2DataModule")  # train.yaml's schema gives it
     assert isinstance(dm, WikiText2DataModule)
     assert (dm.variant, dm.block_size, dm.seed, dm.cache_dir) == (variant, 32, 7, token_cache_dir)
     assert dm.splits == SPLITS

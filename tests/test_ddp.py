@@ -23,9 +23,11 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch.utils.data import DistributedSampler
 
-from gptlab.apps.distributed import grad_accumulation, single_run_command
+from gptlab.apps.runtime.distributed import single_run_command
 from gptlab.apps.train import build
-from gptlab.data import IGNORE_INDEX, EvalWindows, PaddedWindows, WikiText2DataModule
+from gptlab.config.run import accumulation
+from gptlab.data import IGNORE_INDEX, EvalWindows, PaddedWindows
+from gptlab.data.datamodule import WikiText2DataModule
 from gptlab.training.module import GPTLitModule, param_groups
 from gptlab.training.schedulers import WarmupDecay
 
@@ -205,7 +207,7 @@ def test_global_batch_tokens_sets_gradient_accumulation_from_devices(tmp_path):
         build(compose_train(*common, "trainer.devices=2", "global_batch_tokens=1000"))
     with pytest.raises(ValueError, match="not both"):
         build(compose_train(*common, "trainer.accumulate_grad_batches=2"))
-    assert grad_accumulation(4096, 128, 8, 4) == 1
+    assert accumulation(4096, 128, 8, 4) == 1
 
 
 def test_more_cpu_processes_than_cores_runs_with_a_warning(tmp_path, caplog):

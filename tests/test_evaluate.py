@@ -11,12 +11,13 @@ import torch
 import torch.nn.functional as F
 from conftest import DATA_DIR, REPO
 
-from gptlab.apps.evaluate import split_metrics
-from gptlab.data import WikiText2DataModule
+from gptlab.data.datamodule import WikiText2DataModule
 from gptlab.data.token_cache import text_stats
 from gptlab.data.tokenizer import Tokenizer
+from gptlab.inference import split_metrics
 from gptlab.model import GPT, GPTConfig
-from gptlab.training.checkpoint import load_module
+from gptlab.model.checkpoint import load_model
+from gptlab.training.module import GPTLitModule
 
 
 def run_script(script, *overrides, cache_dir=None, timeout=300):
@@ -52,7 +53,9 @@ def test_word_ppl_and_bits_per_byte_match_a_hand_computation(head):
 
 
 def test_non_overlapping_eval_equals_the_training_modules_validation(tiny_run, token_cache_dir):
-    module = load_module(tiny_run / "checkpoints" / "last.ckpt")
+    model = load_model(tiny_run / "checkpoints" / "last.ckpt")
+    module = GPTLitModule(model=model.config)
+    module.model = model
     dm = WikiText2DataModule(data_dir=DATA_DIR, cache_dir=token_cache_dir, block_size=module.model.config.block_size,
                              eval_batch_size=4, splits=("valid",))
     trainer = L.Trainer(accelerator="cpu", devices=1, precision="32-true", limit_val_batches=3, logger=False,
@@ -124,4 +127,4 @@ def test_eval_py_without_a_checkpoint_fails_clearly(tmp_path):
     assert proc.returncode != 0
     assert "error: ckpt_path=null: give the checkpoint to use" in proc.stderr and "Traceback" not in proc.stderr
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        load_module(tmp_path / "nowhere.ckpt")
+        load_model(tmp_path / "nowhere.ckpt")

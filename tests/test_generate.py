@@ -11,11 +11,11 @@ from conftest import REPO
 from hydra import compose, initialize_config_dir
 
 from gptlab.apps import generate
-from gptlab.data import WikiText2DataModule
+from gptlab.data.datamodule import WikiText2DataModule
 from gptlab.data.tokenizer import Tokenizer
+from gptlab.model.checkpoint import load_model
 from gptlab.model.decode import TextStream, complete, generate_tokens, sample_next, top_p_filter
 from gptlab.training.callbacks import SampleText
-from gptlab.training.checkpoint import load_model
 from gptlab.training.module import GPTLitModule
 
 PROMPT = "The history of"
@@ -152,7 +152,8 @@ def test_text_samples_go_to_a_wandb_table(tmp_path, token_cache_dir, monkeypatch
                           optimizer=functools.partial(torch.optim.SGD, lr=0.1))
     logger = WandbLogger(project="gptlab-test", save_dir=str(tmp_path), offline=True)
     trainer = L.Trainer(accelerator="cpu", max_steps=2, val_check_interval=1, limit_val_batches=1, logger=logger,
-                        callbacks=[SampleText(["The war"], max_new_tokens=3, path=str(tmp_path / "samples.txt"))],
+                        callbacks=[SampleText(prompts=["The war"], max_new_tokens=3, temperature=0.0, top_k=None,
+                                              seed=0, path=str(tmp_path / "samples.txt"), tokenizer="gpt2")],
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(module, datamodule=dm)
     logger.experiment.finish()

@@ -13,9 +13,9 @@ from safetensors.torch import load_file, save_file
 
 from gptlab.errors import GptlabError
 from gptlab.model import GPT, GPTConfig
+from gptlab.model.checkpoint import load_model
 from gptlab.model.decode import generate_tokens
 from gptlab.model.hf import load_into
-from gptlab.training.checkpoint import load_model
 from gptlab.training.module import GPTLitModule
 
 transformers = pytest.importorskip("transformers")  # the hf extra, in dev

@@ -1,6 +1,7 @@
-"""The package is layers: errors (the one user-error type) · model · data · training · apps, each importing only
-from itself and the layers below it, with no import cycle between modules; the entry points import apps only.
-Checked on the source (every import statement, at module level or inside a function)."""
+"""The package is layers: errors (the one user-error type) · config (no torch) · model · data · inference · training ·
+apps, each importing only from itself and the layers below it, with no import cycle between modules; the entry
+points import the config and apps layers only. Checked on the source (every import statement, at module level or
+inside a function), and by importing each layer with what it must not need blocked."""
 
 import ast
 from pathlib import Path
@@ -9,7 +10,7 @@ import pytest
 from conftest import REPO
 
 SRC = REPO / "src" / "gptlab"
-LAYERS = ["errors", "model", "data", "training", "apps"]
+LAYERS = ["errors", "config", "model", "data", "inference", "training", "apps"]
 
 
 def module_name(path: Path) -> str:
@@ -67,16 +68,19 @@ def test_no_import_cycle():
             visit(m)
 
 
-def test_entry_points_import_the_apps_layer_only():
+def test_entry_points_import_the_config_and_apps_layers_only():
     for script in ("train.py", "eval.py", "generate.py"):
         used = imports(REPO / script)
-        assert used and all(m.startswith("gptlab.apps") for m in used), (script, used)
+        assert used and all(m.startswith(("gptlab.apps", "gptlab.config")) for m in used), (script, used)
 
 
-BLOCKED = {  # a layer, and what must not be imported when it is: the layers above (and for the model, frameworks)
-    "model": ("gptlab.data", "gptlab.training", "gptlab.apps", "lightning", "hydra", "omegaconf", "wandb"),
-    "data": ("gptlab.training", "gptlab.apps", "hydra", "wandb"),
-    "training": ("gptlab.apps",),
+ABOVE = {name: tuple(f"gptlab.{layer}" for layer in LAYERS[i + 1:]) for i, name in enumerate(LAYERS)}
+BLOCKED = {  # a layer, and what must not be imported when it is: the layers above, and frameworks it does not need
+    "config": (*ABOVE["config"], "torch", "lightning", "wandb"),
+    "model": (*ABOVE["model"], "lightning", "hydra", "omegaconf", "wandb"),
+    "data": (*ABOVE["data"], "hydra", "wandb"),
+    "inference": (*ABOVE["inference"], "lightning", "hydra", "wandb"),
+    "training": ABOVE["training"],
 }
 
 

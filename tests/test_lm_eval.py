@@ -10,10 +10,10 @@ import pytest
 import torch
 from conftest import REPO
 
-from gptlab.apps.evaluate import document_metrics, lm_eval_detokenizer
+from gptlab.apps.evaluate import lm_eval_detokenizer
 from gptlab.data.wikitext import documents
+from gptlab.inference import document_metrics, load_for_inference
 from gptlab.model import IGNORE_INDEX
-from gptlab.training.checkpoint import load_for_inference
 
 lm_eval = pytest.importorskip("lm_eval")  # the hf extra, in dev
 

@@ -43,7 +43,7 @@ def test_flops_per_token_matches_a_hand_count():
 @pytest.mark.parametrize(
     "bad, message",
     [
-        (dict(n_embd=30, n_head=4), "divisible"),
+        (dict(n_embd=30, n_head=4), "a multiple of model.n_head"),
         (dict(n_layer=0), "n_layer"),
         (dict(block_size=-1), "block_size"),
         (dict(dropout=1.5), "dropout"),

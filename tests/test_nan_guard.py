@@ -12,7 +12,7 @@ from conftest import REPO
 from hydra import compose, initialize_config_dir
 
 from gptlab.apps.train import build
-from gptlab.training.checkpoint_io import load_checkpoint
+from gptlab.model.checkpoint import load_checkpoint
 from gptlab.training.resilience import NanGuard
 
 RUN = [

@@ -1,5 +1,5 @@
-"""notebooks/ executed top to bottom against a real run and a real 2-job multirun; `python -m gptlab.apps.plot` on
-the same directories; an Optuna study kept in SQLite and continued (issue 15)."""
+"""notebooks/ executed top to bottom against a real run and a real 2-job multirun; `python -m gptlab.apps.plot dir=...`
+on the same directories; an Optuna study kept in SQLite and continued (issue 15)."""
 
 import json
 import os
@@ -13,7 +13,7 @@ import pytest
 from conftest import REPO
 from nbclient import NotebookClient
 
-from gptlab.apps.runs import load_runs
+from gptlab.apps.results.runs import load_runs
 
 NOTEBOOKS = REPO / "notebooks"
 JOB = ["model=gpt_nano", "debug=tiny", "model.block_size=32", "data.batch_size=2", "callbacks.progress_bar=null"]
@@ -92,14 +92,14 @@ def test_plot_command_writes_pngs_and_refuses_a_directory_without_metrics(tiny_r
     sweep_dir, proc = sweep
     assert f"plots: {sweep_dir / 'plots' / 'sweep.png'}" in proc.stdout  # the multirun's end says where
     for path, expected in ((tiny_run, ["curves.png"]), (sweep_dir, ["job_0.png", "job_1.png", "sweep.png"])):
-        done = subprocess.run([sys.executable, "-m", "gptlab.apps.plot", str(path)], cwd=REPO, capture_output=True,
+        done = subprocess.run([sys.executable, "-m", "gptlab.apps.plot", f"dir={path}"], cwd=REPO, capture_output=True,
                               text=True, timeout=300)
         assert done.returncode == 0, done.stderr
         assert sorted(p.name for p in (path / "plots").iterdir()) == expected
         assert all((path / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for name in expected)
     empty = tmp_path / "empty"
     empty.mkdir()
-    done = subprocess.run([sys.executable, "-m", "gptlab.apps.plot", str(empty)], cwd=REPO, capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "gptlab.apps.plot", f"dir={empty}"], cwd=REPO, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 2 and done.stderr.strip() == (
         f"error: {empty}: no run metrics here (csv/metrics.csv of a run, or of a multirun's jobs); train with "

@@ -18,8 +18,8 @@ from lightning.pytorch.plugins.precision import MixedPrecision
 from torch.utils.data import DataLoader, TensorDataset
 
 from gptlab.errors import GptlabError
+from gptlab.model.precision import CPU_BF16_ENV, apply_precision, resolve_precision
 from gptlab.training.module import GPTLitModule, clip_path
-from gptlab.training.precision import CPU_BF16_ENV, apply_precision, resolve_precision
 
 MATRIX = [(precision, head) for precision in ("32-true", "bf16-mixed") for head in ("full", "adaptive")]
 

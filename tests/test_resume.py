@@ -15,11 +15,12 @@ import torch
 from conftest import REPO, run_train
 from hydra import compose, initialize_config_dir
 
-from gptlab.apps import resume
+from gptlab.apps.runtime import resume
 from gptlab.apps.train import build
+from gptlab.config import rundir
 from gptlab.data.sampler import ResumableSampler
 from gptlab.errors import GptlabError
-from gptlab.training.checkpoint_io import load_checkpoint, save_atomic
+from gptlab.model.checkpoint import load_checkpoint, save_atomic
 
 # Epochs of 4 batches, last.ckpt every 3 steps: resumes land mid-epoch and at epoch ends. Dropout on, so the
 # random state matters; deterministic algorithms and one thread, so that reruns can be compared bit for bit; no
@@ -253,23 +254,23 @@ def test_a_failed_save_leaves_the_previous_checkpoint_intact(tmp_path):
 
 def test_resume_finds_the_run_with_the_newest_checkpoint(tmp_path):
     runs, base = tmp_path / "outputs" / "runs", tmp_path / "outputs" / "runs" / "my_run"
-    assert resume.run_dir(str(runs), "my_run", "2025-01-03_00-00-00", True) == str(base / "2025-01-03_00-00-00")
+    assert rundir.run_dir(str(runs), "my_run", "2025-01-03_00-00-00", True) == str(base / "2025-01-03_00-00-00")
     # none yet: a new one
     for name, mtime in [("2025-01-01_00-00-00", 2000), ("2025-01-02_00-00-00", 1000)]:
         (base / name / "checkpoints").mkdir(parents=True)
         (base / name / "checkpoints" / "last.ckpt").write_bytes(b"")
         os.utime(base / name / "checkpoints" / "last.ckpt", (mtime, mtime))
     (base / "2025-01-02_12-00-00").mkdir()  # a run that failed before its first checkpoint
-    assert resume.run_dir(str(runs), "my_run", "2025-01-03_00-00-00", True) == str(base / "2025-01-01_00-00-00")
-    assert resume.run_dir(str(runs), "my_run", "2025-01-03_00-00-00", False) == str(base / "2025-01-03_00-00-00")
+    assert rundir.run_dir(str(runs), "my_run", "2025-01-03_00-00-00", True) == str(base / "2025-01-01_00-00-00")
+    assert rundir.run_dir(str(runs), "my_run", "2025-01-03_00-00-00", False) == str(base / "2025-01-03_00-00-00")
     run = base / "2025-01-01_00-00-00"
-    assert resume.config_subdir(str(run), "t", True) == ".hydra"
+    assert rundir.config_subdir(str(run), "t", True) == ".hydra"
     (run / ".hydra").mkdir()
     (run / ".hydra" / "config.yaml").write_text("seed: 1\n")
-    assert resume.config_subdir(str(run), "t", True) == ".hydra/resumed-t"  # the first config is kept
+    assert rundir.config_subdir(str(run), "t", True) == ".hydra/resumed-t"  # the first config is kept
     with pytest.raises(GptlabError, match="already holds a run"):  # the same directory, not resuming
-        resume.config_subdir(str(run), "t", False)
-    assert resume.config_subdir(str(base / "2025-01-02_12-00-00"), "t", False) == ".hydra"  # nothing there yet
+        rundir.config_subdir(str(run), "t", False)
+    assert rundir.config_subdir(str(base / "2025-01-02_12-00-00"), "t", False) == ".hydra"  # nothing there yet
 
 
 def test_resuming_continues_the_same_wandb_run(tmp_path):
@@ -277,6 +278,7 @@ def test_resuming_continues_the_same_wandb_run(tmp_path):
         with initialize_config_dir(str(REPO / "conf"), version_base=None):
             cfg = compose("train", overrides=["logger=wandb", f"paths.output_dir={tmp_path}", "name=x", *overrides])
         resume.prepare(cfg)
+        resume.keep_wandb_id(cfg)
         return cfg
 
     first = prepared()

@@ -2,7 +2,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from gptlab.training.schedulers import constant, cosine, linear, seconds
+from gptlab.training.schedulers import Constant, Cosine, Linear, seconds
 
 
 def make_opt():
@@ -11,7 +11,7 @@ def make_opt():
 
 def test_cosine_warms_up_then_decays_to_min_lr_at_total_steps():
     opt = make_opt()
-    sched = cosine(opt, total_steps=100, warmup_steps=10, min_lr_ratio=0.1)
+    sched = Cosine(total_steps=100, warmup_steps=10, min_lr_ratio=0.1)(opt)
     lrs = []
     for _ in range(120):
         lrs.append(opt.param_groups[0]["lr"])
@@ -23,11 +23,11 @@ def test_cosine_warms_up_then_decays_to_min_lr_at_total_steps():
     assert lrs[100] == pytest.approx(0.1) and lrs[119] == pytest.approx(0.1)
 
 
-@pytest.mark.parametrize("make", [cosine, linear])
+@pytest.mark.parametrize("make", [Cosine, Linear])
 def test_a_schedule_moved_to_fewer_steps_keeps_them_in_its_state_dict(make):
-    sched = make(make_opt(), total_steps=10_000, warmup_steps=10, min_lr_ratio=0.1)
+    sched = make(total_steps=10_000, warmup_steps=10, min_lr_ratio=0.1)(make_opt())
     sched.lr_lambdas[0].total_steps = 40  # what a time budget does once it knows how many steps fit
-    restored = make(make_opt(), total_steps=10_000, warmup_steps=10, min_lr_ratio=0.1)
+    restored = make(total_steps=10_000, warmup_steps=10, min_lr_ratio=0.1)(make_opt())
     restored.load_state_dict(sched.state_dict())  # a resumed run: the checkpoint's schedule, not the config's
     assert restored.lr_lambdas[0].total_steps == 40
     assert [restored.lr_lambdas[0](s) for s in range(60)] == [sched.lr_lambdas[0](s) for s in range(60)]
@@ -43,7 +43,7 @@ def test_max_time_is_read_like_lightning():
 
 def test_constant_warms_up_then_holds():
     opt = make_opt()
-    sched = constant(opt, warmup_steps=3)
+    sched = Constant(warmup_steps=3)(opt)
     for _ in range(5):
         opt.step()
         sched.step()

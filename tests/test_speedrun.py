@@ -5,8 +5,9 @@ import re
 
 import pytest
 import torch
-from conftest import TINY, run_train
+from conftest import REPO, TINY, run_train
 from lightning.fabric.utilities.throughput import measure_flops
+from omegaconf import OmegaConf
 from torch.nn import functional as F
 
 from gptlab.errors import GptlabError
@@ -20,6 +21,9 @@ from gptlab.training.optim import Muon, MuonAdamW, ns_dtype, orthogonalise
 LEVERS = [dict(pos_emb="rope"), dict(norm="rmsnorm"), dict(qk_norm=True), dict(mlp="relu2"),
           dict(zero_init_proj=True), dict(value_embed=True), dict(head="full", logit_softcap=15.0),
           dict(pos_emb="rope", norm="rmsnorm", qk_norm=True, mlp="relu2", value_embed=True)]
+
+
+MUON = dict(lr=0.02, momentum=0.95, nesterov=True, ns_dtype="fp32", adjust_lr_fn=None)
 
 
 def small(**kw):
@@ -115,7 +119,8 @@ def test_newton_schulz_in_fp32_orthogonalises_like_float64_and_bf16_like_torch_m
     p1 = torch.nn.Parameter(torch.randn(32, 64))
     p2 = torch.nn.Parameter(p1.detach().clone())
     start = p1.detach().clone()
-    ours, theirs = Muon([p1], lr=0.02, ns_dtype="bf16"), torch.optim.Muon([p2], lr=0.02, weight_decay=0.0)
+    ours = Muon([p1], **{**MUON, "ns_dtype": "bf16"})
+    theirs = torch.optim.Muon([p2], lr=0.02, weight_decay=0.0)
     for _ in range(3):
         grad = torch.randn(32, 64)
         p1.grad, p2.grad = grad.clone(), grad.clone()
@@ -133,8 +138,8 @@ def test_muon_orthogonalises_same_shape_matrices_as_one_batch_like_one_by_one():
     # an optimizer step over two shapes, two matrices each, against one Muon per matrix
     params = [torch.nn.Parameter(torch.randn(*s)) for s in ((24, 8), (8, 16), (24, 8), (8, 16))]
     alone = [torch.nn.Parameter(p.detach().clone()) for p in params]
-    together = Muon(params, lr=0.02, ns_dtype="fp32")
-    separate = [Muon([p], lr=0.02, ns_dtype="fp32") for p in alone]
+    together = Muon(params, **MUON)
+    separate = [Muon([p], **MUON) for p in alone]
     for _ in range(2):
         for p, q in zip(params, alone, strict=True):
             p.grad = torch.randn_like(p)
@@ -153,7 +158,9 @@ def test_newton_schulz_dtype_follows_the_machine(monkeypatch):
     assert ns_dtype("auto", torch.device("cpu")) == torch.bfloat16
     assert ns_dtype("fp32", torch.device("cpu")) == torch.float32
     model = GPT(small())
-    opt = MuonAdamW(param_groups(model), ns_dtype="fp32")
+    settings = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "optimizer" / "muon.yaml"))
+    opt = MuonAdamW(param_groups(model), **{k: v for k, v in settings.items() if not k.startswith("_")} | {
+        "ns_dtype": "fp32"})
     _, loss = model(torch.randint(0, 300, (2, 8)), torch.randint(0, 300, (2, 8)))
     loss.backward()
     opt.step()

@@ -7,7 +7,7 @@ import sys
 
 SCRIPT = """
 import os, resource, sys
-from gptlab.apps.startup import fast_malloc
+from gptlab.apps.runtime.startup import fast_malloc
 fast_malloc()
 import torch
 for _ in range(10):  # warm up: the first allocations fault in whatever the settings

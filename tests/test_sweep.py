@@ -33,9 +33,9 @@ def test_optuna_preset_searches_lr_weight_decay_dropout_and_warmup():
                                   "scheduler.warmup_steps"}
 
 
-def summary_command(*args):
-    return subprocess.run([sys.executable, "-m", "gptlab.apps.sweep", *map(str, args)], cwd=REPO, capture_output=True,
-                          text=True, timeout=120)
+def summary_command(sweep_dir, *args):
+    return subprocess.run([sys.executable, "-m", "gptlab.apps.sweep", f"dir={sweep_dir}", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
 
 
 def test_summary_command_rejects_a_missing_directory(tmp_path):
@@ -77,7 +77,7 @@ def last_logged(metrics_csv, key):
 
 def test_summary_command_table_matches_the_jobs_metrics_files(failing_sweep, tmp_path):
     sweep_dir, _ = failing_sweep
-    proc = summary_command(sweep_dir, "--csv", tmp_path / "table.csv")
+    proc = summary_command(sweep_dir, f"csv={tmp_path / 'table.csv'}")
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader(open(tmp_path / "table.csv")))
     assert [(r["job"], r["status"]) for r in rows] == [("0", "failed"), ("1", "completed")]

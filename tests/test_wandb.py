@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from gptlab.apps.runs import read_wandb_run
-from gptlab.apps.wandb_logger import WandbLogger, name_from_overrides, wandb_mode
+from gptlab.apps.results.runs import read_wandb_run
+from gptlab.apps.runtime.wandb import WandbLogger, name_from_overrides, wandb_mode
 
 # A multirun job small enough for tests: debug=tiny made smaller still, validated only after training.
 SWEEP_TINY = [
@@ -76,13 +76,16 @@ def test_wandb_mode_and_the_offline_key_win_over_detection(no_credentials, monke
     assert wandb_mode(None) is None  # wandb reads WANDB_MODE itself
 
 
+OFF = dict(group=None, offline=None, watch=None, watch_log_freq=100)  # conf/logger/wandb.yaml's
+
+
 def test_logger_passes_offline_mode_and_run_id_to_wandb_init(no_credentials, monkeypatch, tmp_path):
     logger = WandbLogger(name="gpt_nano", project="p", save_dir=str(tmp_path), id="abc123", resume="allow",
-                         log_model=True)  # Lightning's own offline=True would refuse log_model
+                         log_model=True, **OFF)  # Lightning's own offline=True would refuse log_model
     init = logger._wandb_init  # what wandb.init will get (nothing starts before the first log)
     assert (init["mode"], init["name"], init["id"], init["resume"]) == ("offline", "gpt_nano", "abc123", "allow")
     monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
-    init = WandbLogger(project="p", save_dir=str(tmp_path), id=None, resume=None)._wandb_init
+    init = WandbLogger(name=None, project="p", save_dir=str(tmp_path), id=None, resume=None, **OFF)._wandb_init
     assert "mode" not in init and init["id"] is None
 
 

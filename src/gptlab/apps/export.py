@@ -1,4 +1,5 @@
-"""`python -m gptlab.apps.export ckpt_path=<checkpoint> out=<dir>`: a gptlab model as a Hugging Face GPT-2.
+"""`python -m gptlab.apps.export ckpt_path=<checkpoint> out=<dir> [overwrite=true]`: a gptlab model as a Hugging Face
+GPT-2 (conf/export.yaml; the keys: gptlab/config/run.py, ExportConfig).
 
 The directory holds what `save_pretrained` writes for a GPT2LMHeadModel and GPT2Tokenizer: config.json,
 model.safetensors (tied output layer stored once, as the embedding), vocab.json, merges.txt, tokenizer_config.json
@@ -13,18 +14,26 @@ model.head=full to export.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-from gptlab.data.tokenizer import gpt2_tokenizer_files
+from gptlab.config.cli import command
+from gptlab.config.validate import validate
 from gptlab.errors import GptlabError
-from gptlab.model.hf import to_hf
-from gptlab.training.checkpoint import load_model, run_config
 
-USAGE = "usage: python -m gptlab.apps.export ckpt_path=<checkpoint> out=<directory> [overwrite=true]"
+
+def run(cfg) -> Path:
+    validate(cfg, "export")
+    out = export(cfg.ckpt_path, cfg.out, cfg.overwrite)
+    print(f"exported to {out}: AutoModelForCausalLM.from_pretrained({str(out)!r})")
+    return out
 
 
 def export(ckpt_path, out, overwrite: bool = False) -> Path:
+    from gptlab.data.tokenizer import gpt2_tokenizer_files
+    from gptlab.inference import run_config
+    from gptlab.model.checkpoint import load_model
+    from gptlab.model.hf import to_hf
+
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise GptlabError(f"out={out} exists and is not empty: choose a new directory, or add overwrite=true")
@@ -71,19 +80,5 @@ def model_card(ckpt_path, model, run) -> str:
         "## Training config", "", "```yaml", config.rstrip(), "```", ""])
 
 
-def main(argv=None) -> int:
-    args = dict(a.split("=", 1) for a in (sys.argv[1:] if argv is None else argv) if "=" in a)
-    if not args.get("ckpt_path") or not args.get("out"):
-        print(USAGE, file=sys.stderr)
-        return 2
-    try:
-        out = export(args["ckpt_path"], args["out"], overwrite=args.get("overwrite", "false").lower() == "true")
-    except GptlabError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"exported to {out}: AutoModelForCausalLM.from_pretrained({str(out)!r})")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    command("export", run)()

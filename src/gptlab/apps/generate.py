@@ -4,14 +4,10 @@ the decoder of gptlab.model.decode; or a task's prompts scored against reference
 import sys
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig
 
-from gptlab.apps import tasks
-from gptlab.apps.validate import validate
+from gptlab.config.validate import validate
 from gptlab.errors import GptlabError
-from gptlab.model.decode import complete
-from gptlab.training.checkpoint import load_for_inference
 
 
 def read_prompts(stream):
@@ -27,14 +23,26 @@ def read_prompts(stream):
             yield line.rstrip("\n")
 
 
+def check(cfg: DictConfig) -> None:
+    """The config (no torch), then the device, the precision and the model to load, before anything is read."""
+    validate(cfg, "generate")
+    from gptlab.inference import check_sources
+
+    check_sources(cfg.ckpt_path, cfg.init_from, cfg.device, cfg.precision)
+
+
 def run(cfg: DictConfig):
     """Stream continuations of cfg.prompt (or of each line of stdin); with cfg.task_file, score a task instead."""
-    validate(cfg, "generate")  # every key, before the model is loaded (validate.py)
+    check(cfg)
     if cfg.prompt is None and not cfg.get("task_file") and (sys.stdin is None or sys.stdin.closed):
         raise GptlabError("no prompt: give prompt=... (stdin is closed, so no prompts can be read from it)")
+    import torch
+
+    from gptlab.apps import tasks
+    from gptlab.inference import load_for_inference
+    from gptlab.model.decode import complete
+
     task = cfg.get("task")
-    if task is not None:
-        tasks.check_task(task)
     records = tasks.read_records(cfg.task_file) if cfg.get("task_file") else None  # bad records: fail early
     loaded = load_for_inference(cfg.ckpt_path, cfg.device, cfg.precision, tokenizer=cfg.tokenizer,
                                 init_from=cfg.get("init_from"),

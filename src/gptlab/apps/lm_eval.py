@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from gptlab.errors import GptlabError
+from gptlab.inference import load_for_inference
 from gptlab.model.decode import generate_tokens
-from gptlab.training.checkpoint import load_for_inference
 
 TASKS_DIR = Path(__file__).with_name("lm_eval_tasks")
 

@@ -1,170 +1,21 @@
-"""Sweep results: each job writes <job dir>/result.json (train.py); `python -m gptlab.apps.sweep <multirun dir>` prints
-one row per job (its overrides, val and test perplexity, tokens/s, status) and writes them to <dir>/summary.csv.
+"""`python -m gptlab.apps.sweep dir=<multirun directory> [csv=<file>]`: the table of a multirun's jobs (overrides, val
+and test perplexity, tokens/s, status), also one still running, written to <dir>/summary.csv (conf/sweep.yaml; the
+keys: gptlab/config/run.py, SweepConfig). Every multirun prints it at its end."""
 
-    python -m gptlab.apps.sweep outputs/multiruns/2025-01-01_12-00-00 [--csv path.csv]
-"""
-
-import argparse
-import csv
-import json
-import math
-import os
-import sys
-from pathlib import Path
-
-from gptlab.errors import GptlabFileNotFoundError
-
-RESULT_FILE = "result.json"
-SWEPT_KEYS_ENV = "GPTLAB_SWEPT_KEYS"  # set by the Sweep callback: the keys the running multirun varies
-COLUMNS = ["job", "overrides", "val_ppl", "test_ppl", "tokens_per_sec", "status"]
+from gptlab.apps.results.result import RESULT_FILE
+from gptlab.apps.results.table import summarize
+from gptlab.config.cli import command
+from gptlab.config.validate import validate
+from gptlab.errors import GptlabError
 
 
-def short_value(value: str) -> str:
-    """Optuna's sampled floats (0.000123456789) shortened to 4 significant digits, for names and tables."""
-    try:
-        number = float(value)
-    except ValueError:
-        return value
-    return f"{number:.4g}" if "." in value or "e" in value.lower() else value
-
-
-def write_result(output_dir, status: str, metrics: dict | None = None, overrides=None, error: str | None = None,
-                 **extra):
-    """<output_dir>/result.json: status (completed or failed), the final val/test metrics, this job's overrides."""
-    result = {"status": status, "overrides": list(overrides or []), "error": error, **extra, **(metrics or {})}
-    path = Path(output_dir) / RESULT_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2, default=float) + "\n")
-    return path
-
-
-def hydra_job() -> dict:
-    """This Hydra job's overrides and output directory; in a multirun also the sweep directory and the keys the
-    sweep varies (when the Sweep callback ran); all None outside a Hydra app."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if not HydraConfig.initialized():
-        return {"overrides": None, "output_dir": None, "sweep_dir": None, "swept_keys": None}
-    hc = HydraConfig.get()
-    multirun = hc.mode == RunMode.MULTIRUN
-    swept = os.environ.get(SWEPT_KEYS_ENV) if multirun else None
-    return {"overrides": list(hc.overrides.task), "output_dir": hc.runtime.output_dir,
-            "sweep_dir": hc.sweep.dir if multirun else None,
-            "swept_keys": swept.split(",") if swept is not None else None}
-
-
-def job_dirs(sweep_dir: Path) -> list[Path]:
-    """Directories of the sweep's jobs: those with a result, or with Hydra's record of a started job."""
-    found = {p.parent for p in sweep_dir.rglob(RESULT_FILE)}
-    found |= {p.parent.parent for p in sweep_dir.rglob("overrides.yaml") if p.parent.name == ".hydra"}
-    found = {d for d in found if "wandb" not in d.relative_to(sweep_dir).parts}
-
-    def order(d: Path):
-        rel = d.relative_to(sweep_dir).as_posix()
-        return (0, int(rel), "") if rel.isdigit() else (1, 0, rel)
-    return sorted(found, key=order)
-
-
-def read_job(job_dir: Path, sweep_dir: Path) -> dict:
-    """One row: the job's result, or status `no result` for a job that is still running or was killed."""
-    path = job_dir / RESULT_FILE
-    result = json.loads(path.read_text()) if path.is_file() else {"status": "no result"}
-    overrides = result.get("overrides")
-    hydra_overrides = job_dir / ".hydra" / "overrides.yaml"
-    if not overrides and hydra_overrides.is_file():
-        from omegaconf import OmegaConf
-
-        overrides = list(OmegaConf.load(hydra_overrides))
-    return {
-        "job": job_dir.relative_to(sweep_dir).as_posix() or ".",
-        "overrides": " ".join(overrides or []),
-        "val_ppl": result.get("val/ppl"),
-        "test_ppl": result.get("test/ppl"),
-        "tokens_per_sec": result.get("perf/tokens_per_sec"),
-        "status": result["status"],
-        "error": result.get("error") or "",
-        "dir": str(job_dir),
-    }
-
-
-def collect(sweep_dir) -> list[dict]:
-    sweep_dir = Path(sweep_dir)
-    if not sweep_dir.is_dir():
-        raise GptlabFileNotFoundError(f"no such sweep directory: {sweep_dir}")
-    return [read_job(d, sweep_dir) for d in job_dirs(sweep_dir)]
-
-
-def short(override: str) -> str:
-    key, sep, value = override.partition("=")
-    return key + sep + short_value(value)
-
-
-def _number(value, fmt: str) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, fmt)
-
-
-def format_table(rows: list[dict]) -> str:
-    """The rows as an aligned text table. Overrides shared by every job are printed once above it."""
+def run(cfg) -> list[dict]:
+    validate(cfg, "sweep")
+    rows = summarize(cfg.dir, cfg.csv)
     if not rows:
-        return "no jobs found"
-    split = [[short(o) for o in r["overrides"].split()] for r in rows]
-    common = set.intersection(*map(set, split)) if len(rows) > 1 else set()
-    lines = [f"overrides of every job: {' '.join(o for o in split[0] if o in common)}"] if common else []
-    table = [["job", "overrides", "val ppl", "test ppl", "tokens/s", "status"]]
-    for r, overrides in zip(rows, split, strict=True):
-        status = r["status"] + (f" ({r['error']})" if r["error"] else "")
-        table.append([r["job"], " ".join(o for o in overrides if o not in common) or "-",
-                      _number(r["val_ppl"], ".2f"), _number(r["test_ppl"], ".2f"),
-                      _number(r["tokens_per_sec"], ",.0f"), status])
-    widths = [max(len(row[i]) for row in table) for i in range(5)]  # the last column, status, is not padded
-    for row in table:
-        cells = [row[i].ljust(widths[i]) if i < 2 else row[i].rjust(widths[i]) for i in range(5)]
-        lines.append("  ".join([*cells, row[5]]))
-    done = [r for r in rows if r["status"] == "completed" and r["val_ppl"] is not None
-            and not math.isnan(r["val_ppl"])]
-    if done:
-        best = min(done, key=lambda r: r["val_ppl"])
-        lines.append(f"best val ppl {best['val_ppl']:.2f}: job {best['job']}")
-    failed = sum(r["status"] != "completed" for r in rows)
-    lines.append(f"{len(rows)} jobs, {len(rows) - failed} completed, {failed} failed or without a result")
-    return "\n".join(lines)
-
-
-def write_csv(rows: list[dict], path) -> Path:
-    path = Path(path)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=[*COLUMNS, "error", "dir"])
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
-
-
-def summarize(sweep_dir, csv_path=None) -> list[dict]:
-    """Print the table of a multirun directory and write it as CSV (default <sweep_dir>/summary.csv)."""
-    rows = collect(sweep_dir)
-    print(format_table(rows), flush=True)
-    if rows:
-        path = write_csv(rows, csv_path or Path(sweep_dir) / "summary.csv")
-        print(f"written to {path}", flush=True)
+        raise GptlabError(f"dir={cfg.dir}: no jobs here (no {RESULT_FILE} or .hydra/overrides.yaml)")
     return rows
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gptlab.apps.sweep", description=__doc__.splitlines()[0])
-    parser.add_argument("sweep_dir", help="a multirun directory, e.g. outputs/multiruns/<date>_<time>")
-    parser.add_argument("--csv", help="where to write the table (default: <sweep_dir>/summary.csv)")
-    args = parser.parse_args(argv)
-    try:
-        rows = summarize(args.sweep_dir, args.csv)
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if not rows:
-        print(f"error: no jobs (no {RESULT_FILE} or .hydra/overrides.yaml) under {args.sweep_dir}", file=sys.stderr)
-        return 2
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    command("sweep", run)()

@@ -1,92 +1,176 @@
-"""`python train.py`: build data, model, callbacks, loggers and trainer from the Hydra config; fit, then validate
-and test the best checkpoint on the full splits."""
+"""`python train.py`: check the config, build data, model, callbacks, loggers and trainer from it, fit, then validate
+and test the best checkpoint on the full splits.
+
+The checks come first, cheapest first: the config (gptlab/config: no torch), then the machine (torch: devices,
+precision, GPT-2 weights), then every component built from the config, whose own library checks its arguments
+(before any data is loaded). torch and lightning are imported only after the config has passed, so a refused
+command answers in about a second.
+"""
 
 import logging
+import sys
 import time
 
-import lightning as L
-import torch
-from hydra.utils import instantiate
-from lightning.fabric.utilities.rank_zero import rank_zero_only
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from gptlab.apps import checks, distributed, resume
-from gptlab.apps.setup import setup
-from gptlab.apps.sweep import hydra_job, write_result
-from gptlab.apps.validate import validate
-from gptlab.apps.wandb_logger import finish_wandb, log_config_to_wandb
-from gptlab.training.callbacks import Throughput
-from gptlab.training.checkpoint import check_compatible
-from gptlab.training.checkpoint_io import SafeCheckpointIO
-from gptlab.training.module import GPTLitModule
-from gptlab.training.precision import resolve_precision
+from gptlab.apps.results.result import write_result
+from gptlab.apps.runtime.multirun import hydra_job
+from gptlab.config.cli import describe, refused_by
+from gptlab.config.declare import signature_refusal
+from gptlab.config.validate import declaration_of, validate
 
 log = logging.getLogger(__name__)
-
-
-def build(cfg: DictConfig):
-    """Data module, LightningModule, Trainer, built from config; nothing runs yet."""
-    dm = instantiate(cfg.data)
-    model_cfg = instantiate(cfg.model, _convert_="all")
-    model_cfg.vocab_size = dm.vocab_size  # the tokenizer decides
-    module = GPTLitModule(model=model_cfg, optimizer=cfg.optimizer, scheduler=cfg.get("scheduler"),
-                          compile=cfg.get("compile", False), seq_len_warmup=cfg.get("seq_len_warmup", 0))
-    checks.check_optimizer(module)
-    if cfg.get("ckpt_path"):
-        check_compatible(cfg.ckpt_path, module.hparams["model"], module.hparams["optimizer"])
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c and "_target_" in c]
-    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
-    trainer_cfg["precision"] = resolve_precision(trainer_cfg.get("precision", "auto"),
-                                                 trainer_cfg.get("accelerator", "auto"))
-    # SafeCheckpointIO: checkpoints read weights-only and written atomically
-    trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False, plugins=[SafeCheckpointIO()])
-    distributed.configure_batch(cfg, dm, trainer)  # global_batch_tokens -> gradient accumulation
-    distributed.check_cpu_processes(trainer)
-    return dm, module, trainer
 
 
 def run(cfg: DictConfig) -> float | None:
     """Train and evaluate; returns the validation perplexity (the value a sweeper minimises). The W&B run is
     closed after every job, also a failed one. In a multirun a failed job is recorded in its result.json and
     returns None (an Optuna trial counts as failed), so the other jobs still run; the Sweep callback
-    (hydra_callbacks.py) lists every job at the end and exits non-zero. A single run raises."""
-    setup()  # idempotent; for jobs started by a launcher that did not go through train.py
-    single = hydra_job()["sweep_dir"] is None
-    if single:  # refused before anything is written (clear_errors removes what Hydra wrote)
-        check(cfg)
+    (runtime/multirun.py) lists every job at the end and exits non-zero. A single run raises."""
     failed = True
     try:
-        value = train_and_evaluate(cfg, checked=single)
+        check(cfg)
+        job = prepare(cfg)
+        value = train_and_evaluate(cfg, *job) if job else job_in_own_process()
         failed = False
         return value
     except Exception as e:
         job = hydra_job()
-        if job["output_dir"] and rank_zero_only.rank == 0:
+        # a single run refused for its input writes nothing (the entry point then removes what Hydra wrote)
+        if job["output_dir"] and not _other_rank() and (job["sweep_dir"] is not None or describe(e) is None):
             write_result(job["output_dir"], "failed", overrides=job["overrides"], error=f"{type(e).__name__}: {e}")
         if job["sweep_dir"] is None:
             raise
         log.exception("job failed: %s", " ".join(job["overrides"]))
         return None
     finally:
-        finish_wandb(failed)
+        if "wandb" in sys.modules:  # a W&B run may be open: close it, marked failed after an error
+            from gptlab.apps.runtime.wandb import finish_wandb
+
+            finish_wandb(failed)
 
 
 def check(cfg: DictConfig) -> None:
-    validate(cfg, "train")  # every key's type and range, rules across keys, the machine (validate.py)
+    """Everything that can be checked before a component is built: the config's keys and rules (no torch), then
+    what the machine provides (torch, no lightning)."""
+    validate(cfg, "train")
+    from gptlab.model.precision import check_trainer_machine
+
+    trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
+    check_trainer_machine(trainer.get("accelerator", "auto"), trainer.get("devices", "auto"),
+                          trainer.get("precision", "auto"))
+    if cfg.model.get("init_from"):  # GPT-2 weights: found (or downloaded) and of the model's sizes, now
+        from gptlab.data.tokenizer import Tokenizer
+        from gptlab.model.hf import check as check_pretrained
+
+        vocab = Tokenizer(cfg.data.tokenizer, cfg.data.data_dir).vocab_size  # as build() sets it
+        check_pretrained(cfg.model.init_from, model_config(cfg, vocab), "model.init_from")
 
 
-def train_and_evaluate(cfg: DictConfig, checked: bool = False) -> float:
-    """Fit, then validate and test; writes <output_dir>/result.json; returns the validation perplexity."""
-    if not checked:
-        check(cfg)
-    if distributed.job_needs_own_process(cfg):  # a multirun job with several ranks: see distributed.py
-        return distributed.run_job_in_own_process()
+def prepare(cfg: DictConfig):
+    """Build the run (data module, LightningModule, Trainer), or None for a multirun job that starts its ranks in
+    a process of its own (runtime/distributed.py)."""
+    from gptlab.apps.runtime import distributed, resume
+
+    if distributed.job_needs_own_process(cfg):
+        return None
     resume.prepare(cfg)  # resume=true: ckpt_path = this run's last.ckpt; the W&B run id
-    t0 = time.time()
+    dm, module, trainer = build(cfg)
+    resume.keep_wandb_id(cfg)
+    return dm, module, trainer
+
+
+def job_in_own_process() -> float:
+    from gptlab.apps.runtime.distributed import run_job_in_own_process
+
+    return run_job_in_own_process()
+
+
+def model_config(cfg: DictConfig, vocab_size: int):
+    """The model's config (a GPTConfig, by `_target_`) with the tokenizer's vocabulary."""
+    return component(cfg.model, "model", vocab_size=vocab_size)
+
+
+def build(cfg: DictConfig):
+    """Data module, LightningModule, Trainer, built from config; nothing runs and no data is read yet."""
+    import lightning as L
+    import torch
+
+    from gptlab.apps.runtime import distributed
+    from gptlab.model.checkpoint import check_compatible
+    from gptlab.training.module import GPTLitModule, param_groups
+
+    if logging.getLogger().hasHandlers():  # Hydra's log handlers (console, train.log) already print every record:
+        logging.getLogger("lightning").handlers.clear()  # not Lightning's own console handler a second time
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")
-    dm, module, trainer = build(cfg)
+    dm = component(cfg.data, "data")
+    model = model_config(cfg, dm.vocab_size)  # the tokenizer decides the vocabulary
+    module = GPTLitModule(model=model, optimizer=cfg.optimizer, scheduler=cfg.get("scheduler"), compile=cfg.compile,
+                          seq_len_warmup=cfg.seq_len_warmup)
+    if cfg.get("ckpt_path"):
+        check_compatible(cfg.ckpt_path, model, cfg.optimizer.get("_target_"))
+    trainer = build_trainer(cfg, param_groups(module.model, module.param_dims))
+    distributed.configure_batch(cfg, dm, trainer)  # global_batch_tokens -> gradient accumulation
+    distributed.check_cpu_processes(trainer)
+    return dm, module, trainer
+
+
+def build_trainer(cfg: DictConfig, parameter_groups):
+    """The Trainer with its callbacks and loggers; and the optimizer and schedule, tried on `parameter_groups`, so
+    that they refuse bad values now, before the data is loaded. Each component's library checks the arguments the
+    config gives it: a refusal is one line naming the config node."""
+    from gptlab.model.precision import resolve_precision
+    from gptlab.training.checkpoint_io import SafeCheckpointIO
+
+    optimizer = component(cfg.optimizer, "optimizer")
+    with refused_by("optimizer", _library_errors()):
+        optimizer = optimizer(parameter_groups)
+    if cfg.get("scheduler"):
+        schedule = component(cfg.scheduler, "scheduler")
+        with refused_by("scheduler", _library_errors()):
+            schedule(optimizer)
+    callbacks = [component(c, f"callbacks.{name}") for name, c in (cfg.get("callbacks") or {}).items()
+                 if c and "_target_" in c]
+    loggers = [component(c, f"logger.{name}") for name, c in (cfg.get("logger") or {}).items()
+               if c and "_target_" in c]
+    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    trainer_cfg["precision"] = resolve_precision(trainer_cfg.get("precision", "auto"),
+                                                 trainer_cfg.get("accelerator", "auto"))
+    # SafeCheckpointIO: checkpoints read weights-only and written atomically
+    return component(OmegaConf.create(trainer_cfg), "trainer", callbacks=callbacks, logger=loggers or False,
+                     plugins=[SafeCheckpointIO()])
+
+
+def _library_errors() -> tuple:
+    """Besides ValueError and TypeError, the exception with which Lightning refuses a setting."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    return (ValueError, TypeError, MisconfigurationException)
+
+
+def component(node: DictConfig, key: str, **kwargs):
+    """The object config node `key` describes (its `_target_` called with its other keys). gptlab's own components
+    were checked against their declarations already; another library's are checked against its signature's
+    types here, and its constructor checks the rest: a refusal either way is one line naming the node."""
+    target = node.get("_target_")
+    values = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if not k.startswith("_")}
+    if declaration_of(target) is None:
+        with refused_by(key, _library_errors()):
+            refused = signature_refusal(get_object(target), values, key)
+        if refused is not None:
+            raise refused
+    with refused_by(key, _library_errors()):  # plain lists and dicts, not OmegaConf's; objects passed as they are
+        return instantiate(node, _convert_="all", _partial_=bool(kwargs))(**kwargs) if kwargs else \
+            instantiate(node, _convert_="all")
+
+
+def train_and_evaluate(cfg: DictConfig, dm, module, trainer) -> float:
+    """Fit, then validate and test; writes <output_dir>/result.json; returns the validation perplexity."""
+    t0 = time.time()
+    from gptlab.apps.runtime.wandb import log_config_to_wandb
+
     log_config_to_wandb(trainer, cfg)
     trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
 
@@ -98,16 +182,32 @@ def train_and_evaluate(cfg: DictConfig, checked: bool = False) -> float:
     val = trainer.validate(module, datamodule=dm, ckpt_path=ckpt, verbose=False)[0]
     test = trainer.test(module, datamodule=dm, ckpt_path=ckpt, verbose=False)[0]
     if trainer.is_global_zero:
+        meter = throughput(trainer)
         print_summary(cfg, module, trainer, val, test, ckpt, time.time() - t0)
-        tput = next((cb.tokens_per_sec for cb in trainer.callbacks if isinstance(cb, Throughput)), None)
         write_result(cfg.paths.output_dir, "completed", {**val, **test}, overrides=hydra_job()["overrides"],
-                     steps=trainer.global_step, seconds=time.time() - t0, **{"perf/tokens_per_sec": tput})
+                     steps=trainer.global_step, seconds=time.time() - t0,
+                     **{"perf/tokens_per_sec": meter.tokens_per_sec if meter else None})
     return val.get("val/ppl", float("nan"))
+
+
+def throughput(trainer):
+    from gptlab.training.callbacks import Throughput
+
+    return next((cb for cb in trainer.callbacks if isinstance(cb, Throughput)), None)
+
+
+def _other_rank() -> bool:
+    """True in a DDP rank other than 0 (they write no result)."""
+    if "lightning" not in sys.modules:
+        return False
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    return rank_zero_only.rank != 0
 
 
 def print_summary(cfg, module, trainer, val, test, ckpt, seconds):
     c = module.model.config
-    meter = next((cb for cb in trainer.callbacks if isinstance(cb, Throughput)), None)
+    meter = throughput(trainer)
     tput, mfu = (meter.tokens_per_sec, meter.mfu) if meter else (None, None)
     lines = [
         f"model      {c.n_layer} layers × {c.n_embd} wide, {c.n_head} heads, block {c.block_size}: "

@@ -9,14 +9,8 @@ from pathlib import Path
 import numpy as np
 import tiktoken
 
+from gptlab.config.rundir import repo_root
 from gptlab.errors import GptlabError
-
-
-def repo_root() -> Path:
-    """The project root (the folder above src/ holding pyproject.toml) when running from a source checkout, else
-    the working directory."""
-    root = next((p for p in Path(__file__).resolve().parents if (p / "src" / "gptlab").is_dir()), None)
-    return root if root is not None and (root / "pyproject.toml").is_file() else Path.cwd()
 
 
 def _use_local_bpe_files(data_dir=None) -> None:

@@ -1,4 +1,5 @@
-"""A GPT language model in plain PyTorch, read top to bottom: attention, MLP, block, GPT (its config: config.py).
+"""A GPT language model in plain PyTorch, read top to bottom: attention, MLP, block, GPT (its config, every key declared
+with its type, default and help: gptlab/config/model.py).
 
 Knows nothing of Lightning, Hydra or logging:
 
@@ -13,7 +14,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from gptlab.model.config import GPTConfig
+from gptlab.config.model import GPTConfig
 from gptlab.model.loss import IGNORE_INDEX, adaptive_loss, adaptive_nll, capped, chunked_nll, fused_linear_cross_entropy
 
 

@@ -3,7 +3,11 @@ model.safetensors or pytorch_model.bin) to a gptlab GPT, and back.
 
 The two models are the same network with other names: Hugging Face's GPT-2 keeps its Linear layers as Conv1D,
 whose weights are stored transposed, and carries causal-mask buffers (attn.bias, attn.masked_bias) that are not
-weights. Plain PyTorch, no `transformers` import: safetensors (when installed) reads the files.
+weights. Plain PyTorch, no `transformers` import: safetensors (when installed) reads the files, huggingface_hub
+(when installed) fetches them.
+
+    model.init_from=gpt2                # gpt2, gpt2-medium, gpt2-large, gpt2-xl: downloaded once and cached
+    model.init_from=/models/gpt2        # a directory as save_pretrained writes it (config.json, model.safetensors)
 """
 
 from __future__ import annotations
@@ -13,7 +17,10 @@ from pathlib import Path
 
 import torch
 
+from gptlab.config.declare import declared, show
+from gptlab.config.model import GPTConfig
 from gptlab.errors import GptlabError
+from gptlab.model.gpt import GPT
 
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")  # stored (in, out)
 NOT_WEIGHTS = (".attn.bias", ".attn.masked_bias")  # causal-mask buffers of older transformers versions
@@ -37,30 +44,22 @@ def read_config(directory) -> dict:
 
 
 def check_config(directory, config, key: str = "model") -> None:
-    """The chosen model config has the sizes of the weights in `directory`, a full head and biases."""
+    """The chosen model config has the sizes of the weights in `directory` and GPT-2's architecture."""
     sizes = read_config(directory)
     wrong = [f"{key}.{f}={getattr(config, f)} (the weights: {v})" for f, v in sizes.items() if getattr(config, f) != v]
     if wrong:
         raise GptlabError(f"{directory} holds a GPT-2 of other sizes than the model config: {', '.join(wrong)}. "
                           f"Choose the matching model (model=gpt2 for GPT-2 small) or set those keys")
-    if config.head != "full":
-        raise GptlabError(f"{key}.head={config.head}: GPT-2 weights have a full output layer; use {key}.head=full")
-    if not config.bias:
-        raise GptlabError(f"{key}.bias=false: GPT-2 has biases in its Linear and LayerNorm layers; use {key}.bias=true")
     check_gpt2_architecture(config, key, "GPT-2 weights need")
 
 
-# GPT-2's architecture among the speedrun levers of GPTConfig
-GPT2_ARCHITECTURE = dict(pos_emb="learned", norm="layernorm", qk_norm=False, mlp="gelu", value_embed=False,
-                         logit_softcap=None)
-
-
 def check_gpt2_architecture(config, key, needs):
-    bad = [f for f, v in GPT2_ARCHITECTURE.items() if getattr(config, f) != v]
+    """Every model key that GPT-2 fixes (declared with `gpt2=` in gptlab/config/model.py) has GPT-2's value."""
+    gpt2 = {name: f.metadata["gpt2"] for name, f in declared(GPTConfig).items() if "gpt2" in f.metadata}
+    bad = [name for name, value in gpt2.items() if getattr(config, name) != value]
     if bad:
-        wrong = ", ".join(f"{key}.{f}={getattr(config, f)}" for f in bad)
-        right = " ".join(f"{key}.{f}={'null' if GPT2_ARCHITECTURE[f] is None else str(GPT2_ARCHITECTURE[f]).lower()}"
-                         for f in bad)
+        wrong = ", ".join(f"{key}.{f}={show(getattr(config, f))}" for f in bad)
+        right = " ".join(f"{key}.{f}={show(gpt2[f])}" for f in bad)
         raise GptlabError(f"{wrong}: not GPT-2's architecture; {needs} {right}")
 
 
@@ -118,9 +117,6 @@ def to_hf(model) -> tuple[dict[str, torch.Tensor], dict]:
     if c.head != "full":
         raise GptlabError("the model has the adaptive output head (model.head=adaptive), which GPT-2 has no "
                           "equivalent for: train with model.head=full to export it")
-    if not c.bias:
-        raise GptlabError("the model was trained with model.bias=false; GPT-2 has biases: train with model.bias=true "
-                          "to export it")
     check_gpt2_architecture(c, "model", "to export it, train with")
     tied = model.lm_head.weight is model.transformer.wte.weight
     state = {}
@@ -137,3 +133,56 @@ def to_hf(model) -> tuple[dict[str, torch.Tensor], dict]:
         "bos_token_id": 50256, "eos_token_id": 50256, "tie_word_embeddings": tied, "torch_dtype": "float32",
     }
     return state, config
+
+
+# --- GPT-2 from the Hugging Face Hub or a local directory (model.init_from, init_from)
+
+HUB_FILES = ["config.json", "model.safetensors"]
+
+
+def resolve(init_from: str, key: str = "model.init_from") -> Path:
+    """The local directory of `init_from`: the directory itself, or the Hub repository's files (downloaded
+    through huggingface_hub's cache). Offline without a cached copy: one line that says where to put one."""
+    path = Path(str(init_from)).expanduser()
+    if path.is_dir():
+        return path
+    text = str(init_from)
+    if path.exists() or text.startswith((".", "/", "~")) or text.count("/") > 1:  # a path, not a Hub id (org/name)
+        raise GptlabError(f"{key}={init_from}: no such directory (expected a Hugging Face GPT-2 directory with "
+                          f"config.json and model.safetensors, or a Hub name such as gpt2)")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise GptlabError(f"{key}={init_from} is a Hugging Face Hub name and needs huggingface_hub: pip install -e "
+                          f"'.[hf]'") from None
+    try:
+        return Path(snapshot_download(repo_id=str(init_from), allow_patterns=HUB_FILES))
+    except Exception as e:  # offline, unknown repository, no permission: all the same to the user
+        reason = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        raise GptlabError(
+            f"{key}={init_from}: could not get it from the Hugging Face Hub ({type(e).__name__}: {reason}). Put a "
+            f"local copy in a directory and give its path, {key}=/path/to/{init_from}; on a machine with internet: "
+            f"huggingface-cli download {init_from} {' '.join(HUB_FILES)} --local-dir {init_from}") from None
+
+
+def check(init_from: str, config: GPTConfig, key: str = "model.init_from") -> Path:
+    """Resolve `init_from` and check that `config` has its sizes and GPT-2's architecture (before training)."""
+    directory = resolve(init_from, key)
+    check_config(directory, config, key.rsplit(".", 1)[0] if "." in key else "model")
+    return directory
+
+
+def load_weights(model: GPT, init_from: str) -> None:
+    """Copy the GPT-2 weights of `init_from` into `model`."""
+    load_into(model, resolve(init_from))
+
+
+def pretrained_model(init_from: str, key: str = "init_from") -> GPT:
+    """A GPT with the sizes and weights of `init_from` (eval.py and generate.py without a checkpoint)."""
+    directory = resolve(init_from, key)
+    hf = json.loads((directory / "config.json").read_text())
+    config = GPTConfig(**read_config(directory), dropout=0.0, bias=True, head="full",
+                       tie_weights=bool(hf.get("tie_word_embeddings", True)))
+    model = GPT(config)
+    load_into(model, directory)
+    return model.eval()

@@ -14,7 +14,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Timer
 
-from gptlab.errors import GptlabError
+from gptlab.config import components
 from gptlab.training.schedulers import WarmupDecay, seconds
 
 log = logging.getLogger(__name__)
@@ -29,21 +29,16 @@ def set_total_steps(trainer, total_steps: int) -> None:
                 fn.total_steps = total_steps
 
 
-class TimeBudget(L.Callback):
+class TimeBudget(components.TimeBudget, L.Callback):
     """Measures the seconds per step over `measure_steps` steps after the first `skip_steps` (start-up,
     compilation), then sets the run's step budget to what fits in `max_time` less `reserve` (a fraction, for the
     validations and checkpoints still to come), capped by trainer.max_steps. Nothing happens without a max_time,
     or under trainer.deterministic (its schedule must not depend on the machine's speed)."""
 
-    def __init__(self, max_time=None, skip_steps: int = 10, measure_steps: int = 20, reserve: float = 0.05):
-        if skip_steps < 0 or measure_steps < 1:
-            raise GptlabError(f"callbacks.time_budget: skip_steps must be >= 0 and measure_steps >= 1, got "
-                              f"{skip_steps} and {measure_steps}")
-        if not 0 <= reserve < 1:
-            raise GptlabError(f"callbacks.time_budget.reserve must be in [0, 1), got {reserve}")
-        self.budget = seconds(max_time)
-        self.skip_steps, self.measure_steps, self.reserve = skip_steps, measure_steps, reserve
-        self._skip = skip_steps  # skip_steps, or the seq_len_warmup steps where more (on_train_start)
+    def __post_init__(self):
+        super().__post_init__()
+        self.budget = seconds(self.max_time)
+        self._skip = self.skip_steps  # skip_steps, or the seq_len_warmup steps where more (on_train_start)
         self.total_steps = None  # the step budget, once measured (or restored from a checkpoint)
         self._start, self._first_step = None, 0  # (step, time) where the measurement began; the run's first step
         self._stale = None  # a resumed checkpoint's step budget, set under another budget than this run's

@@ -8,13 +8,14 @@ import torch
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.strategies import FSDPStrategy
 
+from gptlab.config import components
 from gptlab.data.tokenizer import Tokenizer
 from gptlab.model.decode import complete
 from gptlab.model.gpt import GPT
 from gptlab.training.flops import peak_flops
 
 
-class Throughput(L.Callback):
+class Throughput(components.Throughput, L.Callback):
     """Logs perf/tokens_per_sec over the last `window` steps, and perf/mfu: model FLOPs (GPT.flops_per_token) per
     second of one device over its peak. peak_flops: a number, or "auto": Lightning's datasheet table for known
     GPUs, measured matmul FLOP/s on CPUs (gptlab.training.flops), in the dtype the run computes in; null: no MFU.
@@ -26,15 +27,15 @@ class Throughput(L.Callback):
     head (a data-dependent split of rows into clusters) cannot do; tests/test_speedrun.py checks flops_per_token
     against measure_flops where it can run."""
 
-    def __init__(self, window: int = 20, skip: int = 2, peak_flops: float | str | None = "auto"):
-        self.window, self.skip, self.peak = window, skip, peak_flops
-        self.peak_flops = None if peak_flops == "auto" else peak_flops  # the number used, once resolved
+    def __post_init__(self):
+        super().__post_init__()
+        self.peak = None if self.peak_flops == "auto" else self.peak_flops  # the number used, once resolved
         self.tokens_per_sec = self.mfu = None  # the run's averages, for its summary
         self._steps = 0
 
     def on_train_start(self, trainer, pl_module):
-        if self.peak == "auto":
-            self.peak_flops = peak_flops(pl_module.device, trainer.precision)
+        if self.peak_flops == "auto":
+            self.peak = peak_flops(pl_module.device, trainer.precision)
         self._steps, self._tokens, self._t_start = 0, 0, None
         self._win_tokens, self._win_t = 0, time.perf_counter()
 
@@ -50,7 +51,7 @@ class Throughput(L.Callback):
             now = time.perf_counter()
             rate = self._win_tokens / (now - self._win_t)
             metrics = {"perf/tokens_per_sec": rate}
-            if self.peak_flops:
+            if self.peak:
                 metrics["perf/mfu"] = self._mfu(rate, trainer, pl_module)
             pl_module.log_dict(metrics)
             self._win_tokens, self._win_t = 0, now
@@ -58,12 +59,12 @@ class Throughput(L.Callback):
     def on_train_end(self, trainer, pl_module):
         if self._t_start is not None and self._tokens > 0:
             self.tokens_per_sec = self._tokens / (time.perf_counter() - self._t_start)
-            if self.peak_flops:
+            if self.peak:
                 self.mfu = self._mfu(self.tokens_per_sec, trainer, pl_module)
 
     def _mfu(self, tokens_per_sec, trainer, pl_module):
         """Model FLOPs per second of one device, as a fraction of its peak."""
-        return pl_module.model.flops_per_token() * tokens_per_sec / trainer.world_size / self.peak_flops
+        return pl_module.model.flops_per_token() * tokens_per_sec / trainer.world_size / self.peak
 
 
 def gathered_model(strategy, pl_module):
@@ -82,22 +83,19 @@ def gathered_model(strategy, pl_module):
     return model.to(pl_module.device).eval()
 
 
-class SampleText(L.Callback):
+class SampleText(components.SampleText, L.Callback):
     """At each validation during training, continues a few fixed prompts and appends them to a text file in the
     run directory (`path`), and to a W&B table "samples" when the W&B logger is on. Greedy by default (or seeded
     sampling), so the samples change from one validation to the next only because the model did."""
 
-    def __init__(self, prompts=("The history of",), max_new_tokens: int = 24, temperature: float = 0.0,
-                 top_k: int | None = None, seed: int = 0, path: str | None = None, tokenizer: str = "gpt2"):
-        self.prompts, self.max_new_tokens = list(prompts), max_new_tokens
-        self.temperature, self.top_k, self.seed = temperature, top_k, seed
-        self.path, self.tokenizer_name = path, tokenizer
+    def __post_init__(self):
+        super().__post_init__()
         self.rows = []  # (step, prompt, continuation) of every validation so far, for the W&B table
 
     def on_validation_end(self, trainer, pl_module):
         if trainer.sanity_checking or trainer.state.fn != "fit" or not self.prompts:
             return
-        tokenizer = getattr(trainer.datamodule, "tokenizer", None) or Tokenizer(self.tokenizer_name)
+        tokenizer = getattr(trainer.datamodule, "encoding", None) or Tokenizer(self.tokenizer)
         model = pl_module.model
         if isinstance(trainer.strategy, FSDPStrategy):  # sharded weights: rank 0 decodes with a gathered copy
             model = gathered_model(trainer.strategy, pl_module)

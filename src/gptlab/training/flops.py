@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from gptlab.training.precision import compute_dtype
+from gptlab.model.precision import compute_dtype
 
 
 def matmul_flops(dtype=torch.float32, seconds=0.3, max_size=2048, device="cpu") -> float:

@@ -12,29 +12,16 @@ from torchmetrics import SumMetric
 
 from gptlab.errors import GptlabError
 from gptlab.model.gpt import GPT, GPTConfig
+from gptlab.model.hf import load_weights
 from gptlab.model.metrics import lm_metrics
-from gptlab.training.pretrained import load_weights
-
-# Where optimizer and scheduler targets lived before gptlab was split into layers: checkpoints written then name them
-MOVED_TARGETS = {"gptlab.optim.": "gptlab.training.optim.", "gptlab.schedulers.": "gptlab.training.schedulers."}
-
-
-def current_target(target):
-    """A `_target_` name as it is now (an older checkpoint may hold a name from before the move)."""
-    for old, new in MOVED_TARGETS.items():
-        if isinstance(target, str) and target.startswith(old):
-            return new + target[len(old):]
-    return target
 
 
 def _plain(cfg):
     """Configs are stored in checkpoints as plain dicts (no pickled classes): safe to load with weights_only."""
     if isinstance(cfg, DictConfig):
-        cfg = OmegaConf.to_container(cfg, resolve=True)
-    elif dataclasses.is_dataclass(cfg):
-        cfg = dataclasses.asdict(cfg)
-    if isinstance(cfg, dict) and "_target_" in cfg:
-        cfg = {**cfg, "_target_": current_target(cfg["_target_"])}
+        return OmegaConf.to_container(cfg, resolve=True)
+    if dataclasses.is_dataclass(cfg):
+        return dataclasses.asdict(cfg)
     return cfg
 
 
@@ -79,8 +66,8 @@ def clip_path(strategy, precision, optimizer) -> str:
 class GPTLitModule(L.LightningModule):
     """Trains a GPT with token-weighted validation: perplexity is exact with masked padding.
 
-    model: a GPTConfig or a dict of its fields. optimizer and scheduler: configs of partials (`_partial_: true`)
-    or callables, called with the parameter groups and with the optimizer.
+    model: a GPTConfig or a dict of its fields. optimizer and scheduler: their configs (built by `_target_`) or
+    callables, called with the parameter groups and with the optimizer.
     """
 
     def __init__(self, model, optimizer=None, scheduler=None, compile: bool = False, seq_len_warmup: int = 0):

@@ -4,7 +4,8 @@ import math
 
 import torch
 
-from gptlab.training.precision import cpu_has_fast_bf16
+from gptlab.config import components
+from gptlab.model.precision import cpu_has_fast_bf16
 
 # Newton-Schulz quintic coefficients of Muon's authors (Keller Jordan): five steps take every singular value of a
 # norm-1 matrix to roughly [0.7, 1.2], close enough to an orthogonal update.
@@ -52,10 +53,7 @@ class Muon(torch.optim.Optimizer):
     """Momentum, then each 2-D update orthogonalised (Jordan et al., 2024): torch.optim.Muon's update with the
     Newton-Schulz dtype chosen by the machine (ns_dtype). adjust_lr_fn as torch.optim.Muon's."""
 
-    def __init__(self, params, lr=0.02, momentum=0.95, nesterov=True, weight_decay=0.0, ns_steps=5,
-                 ns_dtype="auto", adjust_lr_fn=None):
-        if ns_dtype not in ("auto", "bf16", "fp32"):
-            raise ValueError(f"ns_dtype must be auto, bf16 or fp32, got {ns_dtype!r}")
+    def __init__(self, params, lr, momentum, nesterov, ns_dtype, adjust_lr_fn, weight_decay=0.0, ns_steps=5):
         super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
                                       ns_steps=ns_steps, ns_dtype=ns_dtype, adjust_lr_fn=adjust_lr_fn))
 
@@ -86,22 +84,22 @@ class Muon(torch.optim.Optimizer):
 class MuonAdamW(torch.optim.Optimizer):
     """Muon on the 2-D weights inside the blocks (groups named "matrix"), AdamW on everything else
     (embeddings, output layer, biases, norms), as Muon's authors recommend. One optimizer to Lightning and the
-    LR scheduler: its param_groups are the two inner optimizers' groups, so schedules scale both."""
+    LR scheduler: its param_groups are the two inner optimizers' groups, so schedules scale both. Its settings
+    are the keys of conf/optimizer/muon.yaml, declared in gptlab/config/components.py (MuonAdamW)."""
 
-    def __init__(self, params, lr=0.02, momentum=0.95, nesterov=True, weight_decay=0.0,
-                 adamw_lr=3e-3, adamw_betas=(0.9, 0.95), adamw_weight_decay=0.0, adjust_lr_fn=None, fused=None,
-                 ns_dtype="auto"):
+    def __init__(self, params, **settings):
+        s = self.settings = components.MuonAdamW(**settings)
         groups = [dict(g) for g in params]
         muon_groups = [g for g in groups if g.get("name") == "matrix"]
         adam_groups = [g for g in groups if g.get("name") != "matrix"]
         for g in muon_groups:
-            g.setdefault("weight_decay", weight_decay)
+            g.setdefault("weight_decay", s.weight_decay)
         for g in adam_groups:
-            g.setdefault("weight_decay", adamw_weight_decay)
-            g["lr"] = g.get("lr", adamw_lr)
-        self.muon = Muon(muon_groups, lr=lr, momentum=momentum, nesterov=nesterov, ns_dtype=ns_dtype,
-                         adjust_lr_fn=adjust_lr_fn) if muon_groups else None
-        self.adamw = torch.optim.AdamW(adam_groups, lr=adamw_lr, betas=tuple(adamw_betas), fused=fused) \
+            g.setdefault("weight_decay", s.adamw_weight_decay)
+            g["lr"] = g.get("lr", s.adamw_lr)
+        self.muon = Muon(muon_groups, lr=s.lr, momentum=s.momentum, nesterov=s.nesterov, ns_dtype=s.ns_dtype,
+                         adjust_lr_fn=s.adjust_lr_fn) if muon_groups else None
+        self.adamw = torch.optim.AdamW(adam_groups, lr=s.adamw_lr, betas=tuple(s.adamw_betas), fused=s.fused) \
             if adam_groups else None
         self.inner = [o for o in (self.muon, self.adamw) if o is not None]
         super().__init__([p for g in groups for p in g["params"]], {})

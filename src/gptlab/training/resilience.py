@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from gptlab.config import components
 from gptlab.errors import GptlabError
 
 log = logging.getLogger(__name__)
@@ -26,21 +27,15 @@ log = logging.getLogger(__name__)
 SIGTERM_EXIT_CODE = 143  # 128 + SIGTERM, what a shell reports for a process ended by SIGTERM
 
 
-class ResumeCheckpoint(L.Callback):
-    """Keeps `dirpath/filename` (default checkpoints/last.ckpt) up to date for resuming: after every
-    `every_n_train_steps` optimizer steps and/or every `every_n_minutes` of training (either may be None), at the
-    end of training, and on SIGTERM. After SIGTERM, Lightning stops at the end of the batch; this callback saves
-    then, prints one line saying how to resume, and makes the process exit with code 143."""
+class ResumeCheckpoint(components.ResumeCheckpoint, L.Callback):
+    """Keeps `dirpath`/last.ckpt up to date for resuming: after every `every_n_train_steps` optimizer steps and/or
+    every `every_n_minutes` of training (either may be None), at the end of training, and on SIGTERM. After
+    SIGTERM, Lightning stops at the end of the batch; this callback saves then, prints one line saying how to
+    resume, and makes the process exit with code 143."""
 
-    def __init__(self, dirpath, filename: str = "last.ckpt", every_n_train_steps: int | None = None,
-                 every_n_minutes: float | None = None):
-        if every_n_train_steps is not None and every_n_train_steps <= 0:
-            raise GptlabError(f"every_n_train_steps must be a positive number of steps or null, got "
-                             f"{every_n_train_steps}")
-        if every_n_minutes is not None and every_n_minutes <= 0:
-            raise GptlabError(f"every_n_minutes must be positive or null, got {every_n_minutes}")
-        self.path = Path(dirpath) / filename
-        self.every_n_train_steps, self.every_n_minutes = every_n_train_steps, every_n_minutes
+    def __post_init__(self):
+        super().__post_init__()
+        self.path = Path(self.dirpath) / "last.ckpt"
         self._saved_step, self._last_time = None, time.monotonic()
 
     def on_train_start(self, trainer, pl_module):
@@ -88,12 +83,9 @@ def step_seed(seed: int, epoch: int, batch_idx: int, rank: int) -> int:
     return mixed
 
 
-class StepSeed(L.Callback):
+class StepSeed(components.StepSeed, L.Callback):
     """Before each training batch, seed torch (CPU and CUDA), numpy and random from (seed, epoch, batch, rank):
     the randomness of a batch then depends on nothing that happened before it, so a resumed run is exact."""
-
-    def __init__(self, seed: int):
-        self.seed = seed
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         s = step_seed(self.seed, trainer.current_epoch, batch_idx, trainer.global_rank)
@@ -106,17 +98,15 @@ class NonFiniteLossError(GptlabError):
     pass
 
 
-class NanGuard(L.Callback):
+class NanGuard(components.NanGuard, L.Callback):
     """Watches the training loss. action="stop": a NaN or Inf loss raises NonFiniteLossError naming the step,
     before the optimizer step (so the weights and the checkpoints on disk stay good). action="skip": that step's
     update is dropped (the gradients are cleared, so the optimizer leaves weights and state alone; the schedule
     still advances), with a warning, and training goes on. `inject_at_step` (for tests) turns the loss of that
     step (1-based) into NaN."""
 
-    def __init__(self, action: str = "stop", inject_at_step: int | None = None):
-        if action not in ("stop", "skip"):
-            raise GptlabError(f"NanGuard action must be 'stop' or 'skip', got {action!r}")
-        self.action, self.inject_at_step = action, inject_at_step
+    def __post_init__(self):
+        super().__post_init__()
         self.skipped_steps: list[int] = []
         self._bad = None
 

@@ -1,22 +1,15 @@
 """Per-step learning-rate schedules: a factor of each parameter group's base learning rate, a function of the step
-alone. A time budget (trainer.max_time) becomes a number of steps once, in budget.py, which moves total_steps."""
+alone. A time budget (trainer.max_time) becomes a number of steps once, in budget.py, which moves total_steps.
+
+A schedule is built from its config (its keys: gptlab/config/components.py) and called with the optimizer:
+`Cosine(total_steps=2000, warmup_steps=50, min_lr_ratio=0.1)(optimizer)` is a LambdaLR."""
 
 import math
 from collections.abc import Mapping
 
 from torch.optim.lr_scheduler import LambdaLR
 
-from gptlab.errors import GptlabError
-
-
-def _check(warmup_steps, total_steps, min_lr_ratio):
-    if total_steps is None or total_steps <= 0:
-        raise GptlabError(f"trainer.max_steps (the schedule's total_steps) must be a positive number of steps, "
-                          f"got {total_steps!r}")
-    if warmup_steps < 0:
-        raise GptlabError(f"scheduler.warmup_steps must be >= 0, got {warmup_steps!r}")
-    if not 0.0 <= min_lr_ratio <= 1.0:
-        raise GptlabError(f"scheduler.min_lr_ratio must be in [0, 1], got {min_lr_ratio!r}")
+from gptlab.config import components
 
 
 def seconds(max_time):
@@ -37,8 +30,7 @@ class WarmupDecay:
     then a cosine or linear decay to min_lr_ratio at total_steps, then min_lr_ratio. An object rather than a
     closure so that LambdaLR saves its fields, total_steps included, in the checkpoint."""
 
-    def __init__(self, shape, total_steps, warmup_steps=0, min_lr_ratio=0.1):
-        _check(warmup_steps, total_steps, min_lr_ratio)
+    def __init__(self, shape, total_steps, warmup_steps, min_lr_ratio):
         self.shape, self.total_steps, self.min_lr_ratio = shape, int(total_steps), float(min_lr_ratio)
         self.warmup_steps = min(int(warmup_steps), self.total_steps // 2)  # fixed here: a later total keeps it
 
@@ -52,16 +44,22 @@ class WarmupDecay:
         return 1 - (1 - self.min_lr_ratio) * progress
 
 
-def cosine(optimizer, total_steps, warmup_steps=0, min_lr_ratio=0.1):
-    """Linear warmup, then cosine decay to min_lr_ratio × lr at total_steps."""
-    return LambdaLR(optimizer, WarmupDecay("cosine", total_steps, warmup_steps, min_lr_ratio))
+class Cosine(components.Cosine):
+    """Linear warmup, then cosine decay to min_lr_ratio × lr at total_steps (conf/scheduler/cosine.yaml)."""
+
+    def __call__(self, optimizer) -> LambdaLR:
+        return LambdaLR(optimizer, WarmupDecay("cosine", self.total_steps, self.warmup_steps, self.min_lr_ratio))
 
 
-def linear(optimizer, total_steps, warmup_steps=0, min_lr_ratio=0.0):
-    """Linear warmup, then linear decay to min_lr_ratio × lr at total_steps."""
-    return LambdaLR(optimizer, WarmupDecay("linear", total_steps, warmup_steps, min_lr_ratio))
+class Linear(components.Linear):
+    """Linear warmup, then linear decay to min_lr_ratio × lr at total_steps (conf/scheduler/linear.yaml)."""
+
+    def __call__(self, optimizer) -> LambdaLR:
+        return LambdaLR(optimizer, WarmupDecay("linear", self.total_steps, self.warmup_steps, self.min_lr_ratio))
 
 
-def constant(optimizer, warmup_steps=0, total_steps=None):
-    """Linear warmup, then the base learning rate."""
-    return LambdaLR(optimizer, lambda step: min((step + 1) / (warmup_steps + 1), 1.0))
+class Constant(components.Constant):
+    """Linear warmup, then the base learning rate (conf/scheduler/constant.yaml)."""
+
+    def __call__(self, optimizer) -> LambdaLR:
+        return LambdaLR(optimizer, lambda step: min((step + 1) / (self.warmup_steps + 1), 1.0))

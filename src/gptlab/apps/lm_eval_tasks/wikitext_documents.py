@@ -20,7 +20,7 @@ def load(data_dir=None, **_):
     import datasets
 
     data_dir = data_dir or os.environ.get("GPTLAB_DATA_DIR")
-    from gptlab.data.tokenizer import repo_root
+    from gptlab.config.rundir import repo_root
 
     dirs = [Path(d) for d in (data_dir, repo_root() / "data") if d]
     files = find_files("raw", ["valid", "test"], dirs, urls=[], sha256=SHA256, download=False)  # sha256-verified

@@ -11,7 +11,10 @@ from urllib.parse import urlparse
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from omegaconf import DictConfig, OmegaConf
 
-from gptlab.apps.sweep import hydra_job, short_value
+from gptlab.apps.results.table import short_value
+from gptlab.apps.runtime.multirun import hydra_job
+from gptlab.config import components
+from gptlab.config.declare import check_values
 
 # Without the Sweep callback's list of swept keys: overrides left out of run names, those that say where or how
 # a job runs rather than what it trains.
@@ -67,10 +70,12 @@ class WandbLogger(LightningWandbLogger):
     """Lightning's WandbLogger (every argument of it and of wandb.init works, e.g. `id` and `resume` to continue a
     run), with: `offline=None` (offline unless an API key is configured), multirun jobs named after their
     overrides and grouped by the sweep's directory name, and `watch` (gradients, parameters or all) to log
-    histograms every `watch_log_freq` steps."""
+    histograms every `watch_log_freq` steps. The keys conf/logger/wandb.yaml sets are declared in
+    gptlab/config/components.py (WandbLogger) and checked here, before wandb.init sees them."""
 
-    def __init__(self, name: str | None = None, group: str | None = None, offline: bool | None = None,
-                 watch: str | None = None, watch_log_freq: int = 100, **kwargs):
+    def __init__(self, *, name, group, offline, watch, watch_log_freq, **kwargs):
+        check_values(components.WandbLogger, dict(kwargs, name=name, group=group, offline=offline, watch=watch,
+                                                  watch_log_freq=watch_log_freq))
         job = hydra_job()
         if job["sweep_dir"] is not None:
             name = name_from_overrides(job["overrides"], job["swept_keys"]) or name

@@ -1,11 +1,11 @@
 """Reading finished runs back: a run directory (outputs/runs/<name>/<time>/) or a multirun's (outputs/multiruns/
-<time>/, one subdirectory per job), for plots (plot.py) and the notebooks in notebooks/.
+<time>/, one subdirectory per job), for figures (figures.py) and the notebooks in notebooks/.
 
     runs = load_runs("outputs/multiruns/2026-12-01_10-00-00")   # one Run per job; a run directory gives one
     runs[0].series("val/ppl")                                   # (steps, values) from its csv/metrics.csv
 
 What a run directory holds: csv/metrics.csv (Lightning's CSVLogger: one row per logged step), result.json (status
-and final scores, apps/sweep.py), .hydra/config.yaml and overrides.yaml, samples.txt, and with logger=wandb
+and final scores, result.py), .hydra/config.yaml and overrides.yaml, samples.txt, and with logger=wandb
 wandb/offline-run-*/ (read with wandb's own reader, `read_wandb_run`).
 """
 
@@ -18,7 +18,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gptlab.apps.sweep import RESULT_FILE, job_dirs
+from gptlab.apps.results.result import RESULT_FILE, read_result
+from gptlab.apps.results.table import job_dirs
 from gptlab.errors import GptlabError
 
 
@@ -95,7 +96,7 @@ def load_run(run_dir) -> Run:
     for path in sorted(d.glob("csv/**/metrics.csv")):
         with open(path, newline="") as f:
             rows += [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
-    result = json.loads((d / RESULT_FILE).read_text()) if (d / RESULT_FILE).is_file() else {}
+    result = read_result(d)
     config, overrides = {}, result.get("overrides") or []
     if (d / ".hydra" / "config.yaml").is_file():
         from omegaconf import OmegaConf

@@ -9,13 +9,16 @@ GPTLAB_CPU_BF16=1 or 0 overrides the CPU detection, so one machine can take the 
 import contextlib
 import functools
 import os
+import typing
 
 import torch
 
+from gptlab.config.run import process_count
+from gptlab.config.trainer import Precision
 from gptlab.errors import GptlabError
 
 CPU_BF16_ENV = "GPTLAB_CPU_BF16"
-PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "64")
+DTYPES = {"bf16": torch.bfloat16, "16": torch.float16, "32": torch.float32, "64": torch.float64}
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -38,9 +41,6 @@ def _cpuinfo_has_bf16() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-DTYPES = {"bf16": torch.bfloat16, "16": torch.float16, "32": torch.float32, "64": torch.float64}
 
 
 def compute_dtype(precision) -> torch.dtype:
@@ -76,19 +76,39 @@ def apply_precision(model, precision, device):
     precision = resolve_precision(precision, device.type)
     base, _, mode = precision.partition("-")
     if base not in DTYPES or mode not in ("", "true", "mixed"):
-        raise GptlabError(f"precision={precision}: expected one of {', '.join(PRECISIONS)}")
+        inference = [p for p in typing.get_args(Precision) if str(p).partition("-")[0] in (*DTYPES, "auto")]
+        raise GptlabError(f"precision={precision}: expected one of {', '.join(map(str, inference))} for inference")
     check_float16_device(precision, device.type)
     if mode == "mixed" or (mode == "" and base in ("16", "bf16")):  # Lightning reads "16" as "16-mixed"
         return model, lambda: torch.autocast(device.type, dtype=DTYPES[base])
     return model.to(DTYPES[base]), contextlib.nullcontext
 
 
-def check_float16_device(precision, device_type: str) -> None:
-    """float16 (16-mixed, 16-true) runs on CUDA only: eval.py and generate.py, checked before and at loading."""
+def check_float16_device(precision, device_type: str, key: str = "precision") -> None:
+    """float16 (16-mixed, 16-true) runs on CUDA only."""
     if str(precision).startswith("16") and device_type != "cuda":
-        raise GptlabError(f"precision={precision} (float16) needs a CUDA GPU; on CPU use 32-true or bf16-mixed")
+        raise GptlabError(f"{key}={precision} (float16) needs a CUDA GPU; on CPU use 32-true or bf16-mixed")
 
 
-def trains_on_cpu(accelerator="auto") -> bool:
-    """Whether a run with trainer.accelerator=`accelerator` trains on the CPU."""
-    return str(accelerator) == "cpu" or (str(accelerator) == "auto" and not torch.cuda.is_available())
+def inference_device(device, precision) -> torch.device:
+    """The device eval.py and generate.py run on, refused in one line when it or the precision is not to be had
+    here."""
+    dev = resolve_device(device)
+    check_float16_device(resolve_precision(precision, dev.type), dev.type)
+    return dev
+
+
+def check_trainer_machine(accelerator, devices, precision) -> None:
+    """The device kind and count a training config asks for exist here, and the precision is one they run."""
+    cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    accelerator = str(accelerator)
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and cuda > 0)
+    if accelerator in ("gpu", "cuda") and cuda == 0:
+        raise GptlabError(f"trainer.accelerator={accelerator} but this machine has no CUDA GPU: use "
+                          f"trainer.accelerator=auto or cpu")
+    wanted = process_count(devices, 1)
+    if on_gpu and wanted is not None and wanted > cuda:
+        raise GptlabError(f"trainer.devices={devices} asks for {wanted} GPUs but this machine has {cuda}: set "
+                          f"trainer.devices to at most {cuda} (or auto)")
+    if not on_gpu:
+        check_float16_device(resolve_precision(precision, accelerator), "cpu", "trainer.precision")

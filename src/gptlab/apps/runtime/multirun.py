@@ -1,4 +1,5 @@
-"""Hydra callbacks (listed under hydra.callbacks in conf/train.yaml)."""
+"""Hydra jobs: what a job knows of itself (`hydra_job`) and the `Sweep` callback of multiruns (listed under
+hydra.callbacks in conf/train.yaml)."""
 
 import os
 import sys
@@ -7,8 +8,26 @@ from pathlib import Path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 
-from gptlab.apps.sweep import SWEPT_KEYS_ENV, summarize
+from gptlab.apps.results.table import summarize
 from gptlab.errors import GptlabError
+
+SWEPT_KEYS_ENV = "GPTLAB_SWEPT_KEYS"  # set by the Sweep callback: the keys the running multirun varies
+
+
+def hydra_job() -> dict:
+    """This Hydra job's overrides and output directory; in a multirun also the sweep directory and the keys the
+    sweep varies (when the Sweep callback ran); all None outside a Hydra app."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return {"overrides": None, "output_dir": None, "sweep_dir": None, "swept_keys": None}
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    swept = os.environ.get(SWEPT_KEYS_ENV) if multirun else None
+    return {"overrides": list(hc.overrides.task), "output_dir": hc.runtime.output_dir,
+            "sweep_dir": hc.sweep.dir if multirun else None,
+            "swept_keys": swept.split(",") if swept is not None else None}
 
 
 def swept_keys(config) -> list[str]:
@@ -20,10 +39,10 @@ def swept_keys(config) -> list[str]:
 
 
 def print_plots(sweep_dir: Path) -> None:
-    """Draw the sweep's figures (plot.py) and say where they are; a sweep without metrics or without matplotlib
-    gets a one-line note instead."""
+    """Draw the sweep's figures (results/figures.py) and say where they are; a sweep without metrics or without
+    matplotlib gets a one-line note instead."""
     try:
-        from gptlab.apps.plot import write_pngs
+        from gptlab.apps.results.figures import write_pngs
 
         files = write_pngs(sweep_dir)
     except ImportError as e:

@@ -1,7 +1,8 @@
 """Several processes: a global batch fixed in tokens, and Hydra multirun jobs that use DDP or FSDP.
 
 Lightning starts the ranks (`trainer.devices=N` on one machine; torchrun or SLURM across machines). Each rank's
-share of the data is decided in data.py; the metrics are summed over ranks by torchmetrics (module.py).
+share of the data is decided in gptlab/data/datamodule.py; the metrics are summed over ranks by torchmetrics
+(training/module.py).
 
 A multirun job that needs several processes runs as a single run in a fresh process
 (`run_job_in_own_process`): Lightning's launcher starts the other ranks by re-running `sys.argv`, which in a
@@ -12,7 +13,6 @@ launcher handles: it re-runs the command line with `hydra.run.dir` pinned to the
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import subprocess
@@ -23,22 +23,11 @@ import torch
 from lightning.fabric.plugins.environments import LSFEnvironment, SLURMEnvironment, TorchElasticEnvironment
 from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator
 
-from gptlab.apps.sweep import RESULT_FILE
+from gptlab.apps.results.result import RESULT_FILE, read_result
+from gptlab.config.run import accumulation, process_count
 from gptlab.errors import GptlabError
 
 log = logging.getLogger(__name__)
-
-
-def grad_accumulation(global_batch_tokens: int, block_size: int, micro_batch: int, world_size: int) -> int:
-    """Micro-batches each process accumulates so that one optimizer step sees `global_batch_tokens` tokens."""
-    per_pass = block_size * micro_batch * world_size
-    if global_batch_tokens <= 0 or global_batch_tokens % per_pass:
-        raise GptlabError(
-            f"global_batch_tokens={global_batch_tokens} must be a positive multiple of block_size × data.batch_size"
-            f" × processes = {block_size} × {micro_batch} × {world_size} = {per_pass}: change global_batch_tokens,"
-            " data.batch_size or trainer.devices"
-        )
-    return global_batch_tokens // per_pass
 
 
 def configure_batch(cfg, dm, trainer) -> None:
@@ -47,8 +36,8 @@ def configure_batch(cfg, dm, trainer) -> None:
     if cfg.get("global_batch_tokens"):
         if trainer.accumulate_grad_batches != 1:
             raise GptlabError("set global_batch_tokens or trainer.accumulate_grad_batches, not both")
-        trainer.accumulate_grad_batches = grad_accumulation(
-            int(cfg.global_batch_tokens), dm.block_size, dm.batch_size, trainer.world_size)
+        trainer.accumulate_grad_batches = accumulation(int(cfg.global_batch_tokens), dm.block_size, dm.batch_size,
+                                                       trainer.world_size)
         if trainer.is_global_zero:
             log.info("global batch %d tokens = block %d × micro-batch %d × %d processes × %d accumulated",
                      cfg.global_batch_tokens, dm.block_size, dm.batch_size, trainer.world_size,
@@ -69,14 +58,15 @@ def check_cpu_processes(trainer) -> None:
 
 
 def planned_world_size(trainer_cfg) -> int:
-    """The number of processes `trainer_cfg` asks for (devices × num_nodes), read the way Lightning reads it."""
-    accelerator, devices = trainer_cfg.get("accelerator", "auto"), trainer_cfg.get("devices", "auto")
+    """The number of processes `trainer_cfg` asks for (devices × num_nodes); devices=auto (or -1) counts what
+    Lightning would take: every GPU, or one CPU process."""
+    devices, nodes = trainer_cfg.get("devices", "auto"), trainer_cfg.get("num_nodes")
+    explicit = process_count(devices, nodes)
+    if explicit is not None:
+        return explicit
+    accelerator = trainer_cfg.get("accelerator", "auto")
     on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    if on_gpu:
-        n = CUDAAccelerator.auto_device_count() if devices == "auto" else len(CUDAAccelerator.parse_devices(devices))
-    else:
-        n = 1 if devices == "auto" else CPUAccelerator.parse_devices(devices)
-    return n * int(trainer_cfg.get("num_nodes") or 1)
+    return (CUDAAccelerator.auto_device_count() if on_gpu else 1) * int(nodes or 1)
 
 
 def ranks_started_outside() -> bool:
@@ -132,8 +122,8 @@ def run_job_in_own_process():
     from hydra.utils import get_original_cwd
 
     hc = HydraConfig.get()
-    path = Path(hc.runtime.output_dir) / RESULT_FILE
-    path.unlink(missing_ok=True)  # from an earlier sweep into the same directory: not this run's result
+    # a result from an earlier sweep into the same directory is not this run's
+    (Path(hc.runtime.output_dir) / RESULT_FILE).unlink(missing_ok=True)
     cmd = single_run_command(hc, sys.argv)
     log.info("job %s runs its ranks as a single run: %s", hc.job.num, " ".join(cmd))
     proc = subprocess.Popen(cmd, cwd=get_original_cwd())
@@ -146,7 +136,7 @@ def run_job_in_own_process():
         except subprocess.TimeoutExpired:
             proc.kill()
         raise
-    result = json.loads(path.read_text()) if path.is_file() else {}
+    result = read_result(hc.runtime.output_dir)
     if code != 0:
         error = result.get("error") or "see the output above"
         raise RuntimeError(f"the single run of job {hc.job.num} exited with code {code}: {error}")

@@ -1,0 +1,91 @@
+"""Where things are: the project (`repo_root`) and run directories, decided while Hydra composes the config (the
+`gptlab_run_dir` and `gptlab_config_subdir` resolvers of conf/train.yaml), before anything is written.
+
+Runs live in outputs/runs/<name>/<time>/. With resume=true the run directory is instead the one of
+outputs/runs/<name>/ whose checkpoints/last.ckpt was written last; with none there, a new run starts, so the same
+command works for the first launch and for every restart. A rerun into an existing run directory keeps that run's
+.hydra/config.yaml and writes its own config to .hydra/resumed-<time>/; a directory that holds a run is refused
+unless resume=true.
+"""
+
+import json
+from pathlib import Path
+
+from gptlab.config.declare import RunName
+from gptlab.errors import GptlabError
+
+LAST = Path("checkpoints") / "last.ckpt"
+
+
+def repo_root() -> Path:
+    """The project root (the folder above src/ holding pyproject.toml) when running from a source checkout, else
+    the working directory."""
+    root = next((p for p in Path(__file__).resolve().parents if (p / "src" / "gptlab").is_dir()), None)
+    return root if root is not None and (root / "pyproject.toml").is_file() else Path.cwd()
+
+
+def check_name(name) -> str:
+    """`name` is a run's folder under outputs/runs: a plain, non-empty name."""
+    text = "" if name is None else str(name)
+    if not RunName.accepts(name):
+        raise GptlabError(f"name={text!r}: a run name must be a plain, non-empty folder name (no / or \\, not . or "
+                          f"..), e.g. name=wt2_mini")
+    return text
+
+
+def run_dir(base: str, name, stamp: str, resume) -> str:
+    """`base/name/stamp` for a new run; with resume, the run under `base/name` whose last.ckpt is newest, if any."""
+    base = Path(base) / check_name(name)
+    if str(resume).lower() == "true":
+        runs = [d for d in base.glob("*") if (d / LAST).is_file()]
+        if runs:
+            return str(max(runs, key=lambda d: (d / LAST).stat().st_mtime))
+    return str(base / stamp)
+
+
+def holds_a_run(output_dir) -> bool:
+    """Whether `output_dir` holds what a run leaves: checkpoints, metrics, samples, or the result of a run that did
+    not fail (a run refused before it began leaves only a failed result.json: its directory may be reused)."""
+    d = Path(output_dir)
+    if (d / "checkpoints").is_dir() and any((d / "checkpoints").iterdir()):
+        return True
+    if any((d / f).is_file() for f in ("csv/metrics.csv", "samples.txt")):
+        return True
+    try:
+        return json.loads((d / "result.json").read_text()).get("status") != "failed"
+    except (OSError, ValueError, AttributeError):
+        return (d / "result.json").exists()
+
+
+def config_subdir(output_dir: str, stamp: str, resume=False) -> str:
+    """Where Hydra saves this invocation's config: .hydra, or .hydra/resumed-<stamp> when the run directory
+    already has one (a resumed run), so the config the run was started with is never overwritten. A directory
+    that holds a run's checkpoints or metrics is refused unless resume=true: nothing is written into it. (Hydra
+    resolves this before it writes anything of the job but after it has opened its log file.)"""
+    if str(resume).lower() != "true" and holds_a_run(output_dir):
+        raise GptlabError(f"hydra.run.dir={output_dir} already holds a run (checkpoints or metrics): nothing was "
+                          f"written. Add resume=true to continue that run, or choose another directory (by default "
+                          f"every run gets its own, outputs/runs/<name>/<time>)")
+    taken = (Path(output_dir) / ".hydra" / "config.yaml").is_file()
+    return f".hydra/resumed-{stamp}" if taken else ".hydra"
+
+
+def discard_refused_run(output_dir, since: float) -> bool:
+    """Remove what Hydra wrote for a run that was refused before it began: its .hydra/ config and its log,
+    and the directory itself when that leaves it empty. Only files written since `since` (this process's start)
+    are removed, and nothing at all when the directory holds anything else. Returns whether it removed it."""
+    d = Path(output_dir)
+    if not d.is_dir():
+        return False
+    files = [p for p in d.rglob("*") if p.is_file() or p.is_symlink()]
+    ours = all(p.stat().st_mtime >= since and (p.relative_to(d).parts[0] == ".hydra" or
+                                               (p.parent == d and p.suffix == ".log"))
+               for p in files)
+    if not ours:
+        return False
+    for p in files:
+        p.unlink()
+    for sub in sorted((p for p in d.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        sub.rmdir()
+    d.rmdir()
+    return True
