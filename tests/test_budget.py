@@ -87,29 +87,6 @@ def test_deterministic_runs_schedule_by_max_steps_alone(tmp_path):
     assert record.lrs[29] > 0.99 * LR  # 30 of 100,000 steps: no decay yet
 
 
-class Lengths(L.Callback):
-    """Records, per step, the window length trained on and the tokens the Throughput callback would count."""
-
-    def __init__(self):
-        self.lengths = []
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.lengths.append(pl_module.batch_tokens // batch[0].size(0))
-
-
-def test_seq_len_warmup_trains_on_shorter_windows_first_and_the_budget_times_the_steps_after_it(tmp_path):
-    module = tiny_module()
-    module.seq_len_warmup = 6
-    budget, lengths = TimeBudget(max_time={"seconds": 30}, skip_steps=2, measure_steps=3, reserve=0.08), Lengths()
-    trainer = L.Trainer(accelerator="cpu", precision="32-true", max_steps=12, max_time={"seconds": 30},
-                        callbacks=[budget, lengths], logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, limit_val_batches=0, enable_checkpointing=False,
-                        default_root_dir=tmp_path, deterministic=False)  # an earlier test may have set it
-    trainer.fit(module, train_dataloaders=loader())
-    assert lengths.lengths == [2, 2, 4, 4, 6, 6] + [8] * 6  # 1/4, 1/2, 3/4 of block_size 8, then whole
-    assert budget._start[0] == 6  # the timing began after the warm-up's faster steps, not after skip_steps=2
-
-
 class Validations(L.Callback):
     def __init__(self):
         self.steps = []

@@ -107,8 +107,7 @@ def build(cfg: DictConfig):
     torch.set_float32_matmul_precision("high")
     dm = component(cfg.data, "data")
     model = model_config(cfg, dm.vocab_size)  # the tokenizer decides the vocabulary
-    module = GPTLitModule(model=model, optimizer=cfg.optimizer, scheduler=cfg.get("scheduler"), compile=cfg.compile,
-                          seq_len_warmup=cfg.seq_len_warmup)
+    module = GPTLitModule(model=model, optimizer=cfg.optimizer, scheduler=cfg.get("scheduler"), compile=cfg.compile)
     if cfg.get("ckpt_path"):
         check_compatible(cfg.ckpt_path, model, cfg.optimizer.get("_target_"))
     trainer = build_trainer(cfg, param_groups(module.model, module.param_dims))

@@ -37,12 +37,8 @@ class GPTConfig:
                                                          "on queries and keys", gpt2="learned")
     norm: Literal["layernorm", "rmsnorm"] = key("layernorm", "normalisation: LayerNorm, or RMSNorm (no mean, no "
                                                              "bias)", gpt2="layernorm")
-    qk_norm: bool = key(False, "RMS-normalise each head's queries and keys before attention", gpt2=False)
-    mlp: Literal["gelu", "relu2"] = key("gelu", "the MLP's activation: GELU, or ReLU squared", gpt2="gelu")
-    zero_init_proj: bool = key(False, "output projections of attention and MLP start at zero: each block starts "
-                                      "as the identity", arch=False)
-    value_embed: bool = key(False, "a second token embedding added to every layer's attention values (learned "
-                                   "gate per layer)", gpt2=False)
+    mlp: Literal["gelu", "relu2", "swiglu"] = key("gelu", "the MLP: GELU, ReLU squared, or SwiGLU (a gated "
+                                                          "SiLU, as many parameters)", gpt2="gelu")
     logit_softcap: float | None = key(None, "full head: logits = cap · tanh(logits / cap)", gt=0, gpt2=None)
 
     def __post_init__(self):

@@ -30,8 +30,6 @@ class TrainConfig:
     name: RunName = key(help="the run's name: runs go to outputs/runs/<name>/<time>; resume=true finds them by it")
     seed: int = key(1337, "seeds the model's initialisation, the data order and every training step", **SEED)
     compile: bool = key(False, "torch.compile the model: pays on long runs and warm caches (docs/benchmarks.md)")
-    seq_len_warmup: int = key(0, "steps of shorter training windows at the start (1/4, 1/2, 3/4 of block_size, "
-                                 "a third each); 0: off", ge=0, le=COUNT_MAX)
     ckpt_path: str | None = key(None, "continue training from this checkpoint")
     resume: bool = key(False, "continue the latest run named ${name} (its directory, last.ckpt and W&B run); "
                               "none yet: start one")

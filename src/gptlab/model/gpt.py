@@ -43,21 +43,14 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.n_head = config.n_head
         self.dropout = config.dropout
-        self.qk_norm = config.qk_norm
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v in one matmul
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
-        if config.value_embed:
-            self.ve_gate = nn.Parameter(torch.tensor(0.5))  # how much of the value embedding each layer takes
 
-    def forward(self, x, kv_cache=None, rope=None, ve=None):
+    def forward(self, x, kv_cache=None, rope=None):
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(C, dim=2)
-        if ve is not None:
-            v = v + self.ve_gate * ve
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
-        if self.qk_norm:
-            q, k = F.rms_norm(q, (q.size(-1),)), F.rms_norm(k, (k.size(-1),))
         if rope is not None:
             q, k = rotate(q, *rope), rotate(k, *rope)
         if kv_cache is not None:
@@ -80,14 +73,21 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, config):
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.kind = config.mlp
+        # SwiGLU's gate and value halves share c_fc; 8/3 × n_embd wide (rounded up to 64) keeps the parameters of
+        # the 4 × n_embd MLP, as LLaMA does
+        hidden = 64 * math.ceil(8 * config.n_embd / 3 / 64) if self.kind == "swiglu" else 4 * config.n_embd
+        self.c_fc = nn.Linear(config.n_embd, hidden * (2 if self.kind == "swiglu" else 1), bias=config.bias)
+        self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
-        self.relu2 = config.mlp == "relu2"
 
     def forward(self, x):
         x = self.c_fc(x)
-        x = F.relu(x).square() if self.relu2 else F.gelu(x, approximate="tanh")
+        if self.kind == "swiglu":
+            gate, x = x.chunk(2, dim=-1)
+            x = F.silu(gate) * x
+        else:
+            x = F.relu(x).square() if self.kind == "relu2" else F.gelu(x, approximate="tanh")
         return self.dropout(self.c_proj(x))
 
 
@@ -101,8 +101,8 @@ class Block(nn.Module):
         self.ln_2 = norm(config)
         self.mlp = MLP(config)
 
-    def forward(self, x, kv_cache=None, rope=None, ve=None):
-        x = x + self.attn(self.ln_1(x), kv_cache, rope, ve)
+    def forward(self, x, kv_cache=None, rope=None):
+        x = x + self.attn(self.ln_1(x), kv_cache, rope)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -138,8 +138,6 @@ class GPT(nn.Module):
             cos, sin = rotary_tables(config)
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
-        if config.value_embed:
-            self.transformer.wve = nn.Embedding(config.vocab_size, config.n_embd)
         if config.head == "adaptive":
             # Adaptive softmax (Grave et al., 2017): the most frequent tokens get a full-width softmax, rarer ones
             # share narrower ones behind a cluster token. With a 50k vocabulary and a small model it does the
@@ -161,8 +159,6 @@ class GPT(nn.Module):
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=config.init_std / math.sqrt(2 * config.n_layer))
-                if config.zero_init_proj:
-                    nn.init.zeros_(p)
 
     def _init_weights(self, module):
         if isinstance(module, nn.Linear):
@@ -181,7 +177,8 @@ class GPT(nn.Module):
 
     def flops_per_token(self, seq_len=None):
         """Training FLOPs per token (forward + backward): 6 per matmul weight plus attention's 12·L·T·d
-        (PaLM, appendix B). Matmul weights are the blocks' Linear layers and the output layer."""
+        (PaLM, appendix B). Matmul weights are the blocks' Linear layers and the output layer, counted from the
+        modules themselves (so every MLP kind is counted as built)."""
         c = self.config
         T = seq_len or c.block_size
         if c.head == "full":
@@ -190,7 +187,8 @@ class GPT(nn.Module):
             share = self.tail_share or [1.0] * len(self.lm_head.tail)  # not known: every tail, an upper bound
             head = self.lm_head.head.weight.numel() + sum(
                 f * sum(p.numel() for p in t.parameters()) for f, t in zip(share, self.lm_head.tail, strict=True))
-        matmul_weights = c.n_layer * 12 * c.n_embd**2 + head
+        blocks = sum(m.weight.numel() for m in self.transformer.h.modules() if isinstance(m, nn.Linear))
+        matmul_weights = blocks + head
         return 6 * matmul_weights + 12 * c.n_layer * T * c.n_embd
 
     def hidden_states(self, idx, kv_caches=None):
@@ -204,10 +202,9 @@ class GPT(nn.Module):
             x = x + self.transformer.wpe(torch.arange(start, start + T, dtype=torch.long, device=idx.device))
         else:
             rope = self.rope_cos[start : start + T], self.rope_sin[start : start + T]
-        ve = self.transformer.wve(idx) if "wve" in self.transformer else None
         x = self.transformer.drop(x)
         for i, block in enumerate(self.transformer.h):
-            x = block(x, kv_caches[i] if kv_caches else None, rope, ve)
+            x = block(x, kv_caches[i] if kv_caches else None, rope)
         return self.transformer.ln_f(x)
 
     @torch.no_grad()

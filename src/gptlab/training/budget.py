@@ -38,7 +38,6 @@ class TimeBudget(components.TimeBudget, L.Callback):
     def __post_init__(self):
         super().__post_init__()
         self.budget = seconds(self.max_time)
-        self._skip = self.skip_steps  # skip_steps, or the seq_len_warmup steps where more (on_train_start)
         self.total_steps = None  # the step budget, once measured (or restored from a checkpoint)
         self._start, self._first_step = None, 0  # (step, time) where the measurement began; the run's first step
         self._stale = None  # a resumed checkpoint's step budget, set under another budget than this run's
@@ -49,8 +48,6 @@ class TimeBudget(components.TimeBudget, L.Callback):
 
     def on_train_start(self, trainer, pl_module):
         self._start, self._first_step = None, trainer.global_step
-        # steps on shorter windows (seq_len_warmup) are faster than the rest: the timing starts after them
-        self._skip = max(self.skip_steps, getattr(pl_module, "seq_len_warmup", 0) - trainer.global_step)
         if self.active and self.total_steps is not None:  # resumed: keep the schedule the run started with
             set_total_steps(trainer, self.total_steps)
         elif self._stale is not None and trainer.max_steps > 0:
@@ -64,7 +61,7 @@ class TimeBudget(components.TimeBudget, L.Callback):
             return
         step, now = trainer.global_step, time.monotonic()
         if self._start is None:
-            if step - self._first_step >= self._skip:
+            if step - self._first_step >= self.skip_steps:
                 self._start = (step, now)
             return
         steps = step - self._start[0]

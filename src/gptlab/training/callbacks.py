@@ -40,7 +40,7 @@ class Throughput(components.Throughput, L.Callback):
         self._win_tokens, self._win_t = 0, time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        tokens = getattr(pl_module, "batch_tokens", batch[0].numel()) * trainer.world_size  # windows may be cut
+        tokens = batch[0].numel() * trainer.world_size
         self._steps += 1
         if self._steps == self.skip:
             self._t_start, self._tokens = time.perf_counter(), 0

@@ -70,15 +70,13 @@ class GPTLitModule(L.LightningModule):
     callables, called with the parameter groups and with the optimizer.
     """
 
-    def __init__(self, model, optimizer=None, scheduler=None, compile: bool = False, seq_len_warmup: int = 0):
+    def __init__(self, model, optimizer=None, scheduler=None, compile: bool = False):
         super().__init__()
         model, optimizer, scheduler = _plain(model), _plain(optimizer), _plain(scheduler)
         self.save_hyperparameters(
             {"model": model, "optimizer": optimizer if isinstance(optimizer, dict) else None,
-             "scheduler": scheduler if isinstance(scheduler, dict) else None, "compile": compile,
-             "seq_len_warmup": seq_len_warmup}
+             "scheduler": scheduler if isinstance(scheduler, dict) else None, "compile": compile}
         )
-        self.seq_len_warmup = seq_len_warmup
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         model = {k: v for k, v in model.items() if k != "_target_"}
         self.model = GPT(GPTConfig(**model))
@@ -106,18 +104,8 @@ class GPTLitModule(L.LightningModule):
     def forward(self, idx, targets=None):
         return self.model(idx, targets)
 
-    def train_length(self, block_size):
-        """Training window length at this step: over the first `seq_len_warmup` steps, a third each, the windows
-        are cut to 1/4, 1/2 and 3/4 of their length (few shapes: compiled code is reused); then whole."""
-        step, warmup = self.global_step, self.seq_len_warmup
-        return block_size if step >= warmup else max(1, block_size * (1 + 3 * step // warmup) // 4)
-
     def training_step(self, batch, batch_idx):
         x, y = batch
-        if self.seq_len_warmup:
-            length = self.train_length(x.size(1))
-            x, y = x[:, :length], y[:, :length]
-        self.batch_tokens = x.numel()  # what was trained on, for the Throughput callback
         _, loss = self.model(x, y)
         self.log("train/loss", loss, prog_bar=True)
         return loss

@@ -25,7 +25,6 @@ from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator
 
 from gptlab.apps.results.result import RESULT_FILE, read_result
 from gptlab.config.run import accumulation, process_count
-from gptlab.errors import GptlabError
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +32,7 @@ log = logging.getLogger(__name__)
 def configure_batch(cfg, dm, trainer) -> None:
     """Derive trainer.accumulate_grad_batches from `global_batch_tokens` (when set), and count
     trainer.val_check_interval in optimizer steps as train.yaml documents (Lightning counts micro-batches)."""
-    if cfg.get("global_batch_tokens"):
-        if trainer.accumulate_grad_batches != 1:
-            raise GptlabError("set global_batch_tokens or trainer.accumulate_grad_batches, not both")
+    if cfg.get("global_batch_tokens"):  # (not with trainer.accumulate_grad_batches: config/run.py refuses both)
         trainer.accumulate_grad_batches = accumulation(int(cfg.global_batch_tokens), dm.block_size, dm.batch_size,
                                                        trainer.world_size)
         if trainer.is_global_zero:
