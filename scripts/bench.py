@@ -28,14 +28,14 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from gptlab.apps.evaluate import score_windows
-from gptlab.apps.setup import setup
 from gptlab.apps.train import build
+from gptlab.config.compose import setup
+from gptlab.inference import score_windows
 from gptlab.model.decode import complete
+from gptlab.model.precision import compute_dtype, cpu_has_fast_bf16
 from gptlab.training.callbacks import Throughput
 from gptlab.training.flops import matmul_flops
 from gptlab.training.module import param_groups
-from gptlab.training.precision import compute_dtype, cpu_has_fast_bf16
 
 REPO = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"

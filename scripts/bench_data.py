@@ -9,7 +9,7 @@ import os
 import tempfile
 import time
 
-from gptlab.data import WikiText2DataModule
+from gptlab.data.datamodule import WikiText2DataModule
 
 
 def main() -> None:

@@ -10,8 +10,8 @@ import time
 
 import torch
 
+from gptlab.model.precision import cpu_has_fast_bf16
 from gptlab.training.optim import MuonAdamW
-from gptlab.training.precision import cpu_has_fast_bf16
 
 
 def timed(fn, reps):
@@ -46,7 +46,9 @@ def main():
     print(f"AdamW step over {n:.1f}M parameters: foreach {times['foreach'] * 1e3:.0f} ms, fused "
           f"{times['fused'] * 1e3:.0f} ms (×{times['foreach'] / times['fused']:.1f})")
     groups = [{"params": params[4:], "name": "matrix"}, {"params": params[:4], "name": "embedding"}]
-    muon = timed(MuonAdamW(groups, fused=True).step, 2)
+    muon = timed(MuonAdamW(groups, lr=0.02, momentum=0.95, nesterov=True, weight_decay=0.0, adamw_lr=3e-3,
+                           adamw_betas=(0.9, 0.95), adamw_weight_decay=0.0, adjust_lr_fn=None, ns_dtype="auto",
+                           fused=True).step, 2)
     print(f"Muon + AdamW step over the same parameters: {muon * 1e3:.0f} ms (×{muon / times['fused']:.0f} fused AdamW)")
 
 

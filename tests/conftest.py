@@ -61,3 +61,15 @@ def tiny_run(tmp_path_factory, token_cache_dir) -> Path:
     run_dir = tmp_path_factory.mktemp("tiny-run")
     run_train(run_dir, *TINY, cache_dir=token_cache_dir)
     return run_dir
+
+
+def pytest_addoption(parser):
+    parser.addoption("--quick", action="store_true", help="the quick tier: leave out the tests marked full (real "
+                                                          "training processes, whole-config walks)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--quick"):
+        kept = [item for item in items if item.get_closest_marker("full") is None]
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept

@@ -46,6 +46,33 @@ _COMPONENTS = [name for name, value in vars(components).items()
                if isinstance(value, type) and value.__module__ == components.__name__ and name[0].isupper()]
 
 
+def reference() -> str:
+    """docs/config.md: every declared key of every command and of gptlab's components, with its type, default,
+    what it accepts and what it does (`python scripts/config_reference.py` writes it; a test keeps it current)."""
+
+    def cell(text):
+        return str(text).replace("|", "\\|").replace("$", "\\$")
+
+    def table(rows):
+        out = ["| key | type | default | what it does [what it accepts] |", "| --- | --- | --- | --- |"]
+        return out + [f"| `{k}` | {cell(t)} | `{cell(d)}` | {cell(h)} |" for k, t, d, h in rows]
+
+    lines = ["# Every config key", "",
+             "Generated from the declarations in src/gptlab/config/ by `python scripts/config_reference.py` (a test "
+             "checks that it is current). `python <command>.py --help` prints the same for one command. Keys whose "
+             "default is \"(set by the config)\" take their value from conf/; every other key of a component "
+             "built by `_target_` (Lightning's callbacks and loggers, torch's optimizers, the Trainer's other "
+             "arguments) is that library's, and checked by it.", ""]
+    for app, (declaration, _) in APPS.items():
+        lines += [f"## {app}", "", *table(describe(declaration)), ""]
+    lines += ["## gptlab's components", "",
+              "Their values are in conf/callbacks/default.yaml, conf/optimizer/muon.yaml, conf/scheduler/ and "
+              "conf/logger/wandb.yaml, under the node that names the class as its `_target_`.", ""]
+    for name in _COMPONENTS:
+        lines += [f"### {name}", "", *table(describe(getattr(components, name))), ""]
+    return "\n".join(lines)
+
+
 def setup() -> None:
     register_resolvers()
     register_schemas()

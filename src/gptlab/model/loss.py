@@ -84,7 +84,7 @@ def chunked_nll(x, weight, targets, chunk=1024, softcap=None):
 def adaptive_loss(head, x, targets):
     """Mean NLL of an nn.AdaptiveLogSoftmaxWithLoss head (targets in its own class order, none ignored): its
     forward's loss, with the matmuls in the autocast dtype where autocast is on (the module's own forward needs one
-    dtype throughout: in fp32 its head cost ~12% of a bf16 CPU step) and the log-softmaxes in fp32."""
+    dtype throughout, and in fp32 its matmuls are the slow part of a bf16 CPU step) and the log-softmaxes in fp32."""
     head_logp = torch.log_softmax(head.head(x).float(), dim=-1)
     short = head.shortlist_size
     logp = head_logp.gather(1, targets.clamp(max=short - 1)[:, None]).squeeze(1)  # right for shortlist targets

@@ -15,7 +15,7 @@ NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 def orthogonalise(g, steps=5, dtype=torch.bfloat16):
     """The nearest semi-orthogonal matrix to g, roughly (U V^T of its SVD), by Newton-Schulz iterations in dtype.
     g may be a stack of same-shape matrices (batch, rows, cols): each is orthogonalised on its own, in one batched
-    matmul per iteration (on 2 CPU cores: 65 -> 51 ms a step for the default model's 16 matrices in bf16)."""
+    matmul per iteration (docs/benchmarks.md measures what this saves)."""
     a, b, c = NS_COEFFICIENTS
     x = g.to(dtype)
     tall = x.size(-2) > x.size(-1)

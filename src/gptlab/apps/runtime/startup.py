@@ -3,7 +3,7 @@
 glibc hands each freed block over a size threshold straight back to the kernel, so PyTorch's large CPU tensors
 (activations, the 50k-row embedding gradient) are mapped again, and page-faulted in page by page, on every
 training step. Telling malloc to keep freed memory (MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_) stops that:
-system CPU time of 100 default training steps 9.7 s → 2.8 s, wall time -6% (docs/benchmarks.md).
+system CPU time and wall time drop (docs/benchmarks.md, "malloc settings at start-up").
 malloc reads these variables when the process starts, and `mallopt` from Python cannot raise the threshold past
 32 MiB (too small for those tensors), so the only way is to re-execute the same command with them set.
 """

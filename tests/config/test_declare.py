@@ -101,3 +101,9 @@ def test_the_config_layer_imports_neither_torch_nor_lightning():
                               env={"GPTLAB_FAST_MALLOC": "0", "PATH": ""})
         assert "blocked" not in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr[-2000:])
         assert proc.returncode == (0 if args[0].startswith("--") else 2), (args, proc.stderr[-2000:])
+
+
+def test_the_reference_of_every_key_is_current():
+    from gptlab.config.compose import reference
+
+    assert (REPO / "docs" / "config.md").read_text() == reference() + "\n", "run python scripts/config_reference.py"

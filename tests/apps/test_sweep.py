@@ -53,6 +53,7 @@ def failing_sweep(tmp_path_factory, token_cache_dir):
     return sweep_dir, proc
 
 
+@pytest.mark.full
 def test_failed_job_is_listed_its_wandb_run_finished_and_the_sweep_exits_nonzero(failing_sweep):
     sweep_dir, proc = failing_sweep
     assert proc.returncode == 1, explain(proc)
@@ -65,6 +66,7 @@ def test_failed_job_is_listed_its_wandb_run_finished_and_the_sweep_exits_nonzero
     assert done["exit_code"] == 0 and any("test/ppl" in row for row in done["history"])
 
 
+@pytest.mark.full
 def test_watch_logs_gradient_histograms_of_the_gpt(failing_sweep):
     sweep_dir, _ = failing_sweep
     history = read_offline_run(sweep_dir / "1")["history"]
@@ -75,6 +77,7 @@ def last_logged(metrics_csv, key):
     return [float(r[key]) for r in csv.DictReader(open(metrics_csv)) if r.get(key)][-1]
 
 
+@pytest.mark.full
 def test_summary_command_table_matches_the_jobs_metrics_files(failing_sweep, tmp_path):
     sweep_dir, _ = failing_sweep
     proc = summary_command(sweep_dir, f"csv={tmp_path / 'table.csv'}")
@@ -94,6 +97,7 @@ def test_summary_command_table_matches_the_jobs_metrics_files(failing_sweep, tmp
     assert "callbacks.nan_guard.inject_at_step=null" in line and line.rstrip().endswith("completed")
 
 
+@pytest.mark.full
 def test_optuna_sweep_of_three_trials_reports_the_best_value_and_parameters(tmp_path, token_cache_dir):
     sweep_dir = tmp_path / "sweep"
     proc = multirun(sweep_dir, "+sweep=optuna", "hydra.sweeper.n_trials=3", *SWEEP_TINY, "logger=csv",

@@ -241,6 +241,7 @@ def run_entry(*args):
                           text=True, timeout=300)
 
 
+@pytest.mark.full
 def test_a_real_process_prints_only_the_error_line_and_exits_2(tmp_path, token_cache_dir):
     proc = run_entry("model=gpt_nano", "optimizer.lr=-0.001", f"hydra.run.dir={tmp_path}",
                      f"paths.cache_dir={token_cache_dir}")
@@ -260,6 +261,7 @@ def tree(path):
     return {p.relative_to(path): (p.read_bytes() if p.is_file() else None) for p in sorted(path.rglob("*"))}
 
 
+@pytest.mark.full
 def test_a_new_run_into_an_existing_run_directory_changes_nothing(tmp_path, token_cache_dir):
     run = tmp_path / "run"
     first = run_entry("model=gpt_nano", "debug=fast", "data.batch_size=2", "callbacks.progress_bar=null",

@@ -26,10 +26,13 @@ from torch.utils.data import DistributedSampler
 from gptlab.apps.runtime.distributed import single_run_command
 from gptlab.apps.train import build
 from gptlab.config.run import accumulation
+from gptlab.config.validate import validate
 from gptlab.data import IGNORE_INDEX, EvalWindows, PaddedWindows
 from gptlab.data.datamodule import WikiText2DataModule
 from gptlab.training.module import GPTLitModule, param_groups
 from gptlab.training.schedulers import WarmupDecay
+
+pytestmark = pytest.mark.full  # real training processes: the full suite, not the quick tier
 
 LINES = {"train": 600, "valid": 30, "test": 20}
 NO_SHA = "data.sha256={wiki.train.tokens:null,wiki.valid.tokens:null,wiki.test.tokens:null}"
@@ -43,7 +46,7 @@ RUN = [
 
 class RecordTrainWindows(L.Callback):
     """Saves the training inputs this rank saw, one (batch, block) tensor per step, to <out_dir>/rank<r>.pt.
-    The DDP runs below load it from this file (tests/ is put on their PYTHONPATH)."""
+    The DDP runs below load it from this file (tests/training/ and tests/ are put on their PYTHONPATH)."""
 
     def __init__(self, out_dir):
         self.out_dir, self.batches = Path(out_dir), []
@@ -88,7 +91,8 @@ def ddp_sweep(tmp_path_factory, small_data_dir, token_cache_dir):
     into its job dir. Returns (sweep dir, output, base dir)."""
     base = tmp_path_factory.mktemp("ddp")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+        mp.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), str(Path(__file__).parents[1]),
+                                                    os.environ.get("PYTHONPATH", "")]))
         record = [f"+callbacks.windows._target_={__name__}.RecordTrainWindows",
                   "+callbacks.windows.out_dir=${paths.output_dir}"]
         proc = run_train(base / "single-run-dir", "hydra.mode=MULTIRUN", f"hydra.sweep.dir={base / 'sweep'}", *RUN,
@@ -152,7 +156,8 @@ def test_val_ppl_with_two_processes_equals_one_process(ddp_sweep, small_data_dir
 def test_a_time_budget_gives_every_rank_the_same_schedule_and_identical_weights(tmp_path, small_data_dir,
                                                                                token_cache_dir, monkeypatch):
     # Each rank's clock differs: a schedule that followed it would give each replica its own learning rates.
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), str(Path(__file__).parents[1]),
+                                                    os.environ.get("PYTHONPATH", "")]))
     run_train(tmp_path, *RUN, f"data.data_dir={small_data_dir}", "trainer.max_steps=100000",
               "trainer.max_time=00:00:00:15", "trainer.val_check_interval=100000", "callbacks.time_budget.skip_steps=3",
               "callbacks.time_budget.measure_steps=10",
@@ -205,8 +210,8 @@ def test_global_batch_tokens_sets_gradient_accumulation_from_devices(tmp_path):
         assert trainer.val_check_interval == 5 * accumulate  # still every 5 optimizer steps
     with pytest.raises(ValueError, match=r"multiple of .* 32 × 4 × 2 = 256"):
         build(compose_train(*common, "trainer.devices=2", "global_batch_tokens=1000"))
-    with pytest.raises(ValueError, match="not both"):
-        build(compose_train(*common, "trainer.accumulate_grad_batches=2"))
+    with pytest.raises(ValueError, match="not both"):  # a rule of the config, checked before anything is built
+        validate(compose_train(*common, "trainer.accumulate_grad_batches=2"), "train")
     assert accumulation(4096, 128, 8, 4) == 1
 
 

@@ -1,9 +1,9 @@
 """Every option of every config group composes with train.yaml and builds its object."""
 
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
@@ -12,7 +12,7 @@ from omegaconf import open_dict
 from gptlab.model import GPT
 from gptlab.training.module import param_groups
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = REPO / "conf"
 
 def options(group):
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))

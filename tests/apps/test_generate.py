@@ -109,6 +109,7 @@ def run_generate(*overrides, input=None, cache_dir=None, timeout=300):
     return subprocess.run(cmd, cwd=REPO, env=env, input=input, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.full
 def test_generate_py_streams_the_continuation_of_the_prompt(tiny_run, model, tokenizer, tmp_path):
     proc = run_generate(f"ckpt_path={tiny_run / 'checkpoints' / 'last.ckpt'}", f"prompt={PROMPT}",
                         "max_new_tokens=12", "temperature=0", "precision=32-true", f"hydra.run.dir={tmp_path}")
@@ -118,6 +119,7 @@ def test_generate_py_streams_the_continuation_of_the_prompt(tiny_run, model, tok
     assert PROMPT + continuation + "\n" in proc.stdout
 
 
+@pytest.mark.full
 def test_generate_py_with_an_empty_prompt_fails_clearly(tiny_run, tmp_path):
     proc = run_generate(f"ckpt_path={tiny_run / 'checkpoints' / 'last.ckpt'}", "prompt=", f"hydra.run.dir={tmp_path}")
     assert proc.returncode != 0

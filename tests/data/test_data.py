@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import DATA_DIR
+from conftest import DATA_DIR, REPO
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
@@ -24,7 +24,6 @@ from gptlab.data.token_cache import safe_chunks
 from gptlab.data.tokenizer import Tokenizer, _use_local_bpe_files
 from gptlab.errors import GptlabError
 
-REPO = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "valid", "test")
 # lines, words, words_eol, as published (shared/data/README.md)
 EXPECTED = {

@@ -195,6 +195,7 @@ def test_adaptive_flops_per_token_counts_each_tail_for_its_share_of_tokens():
     assert model.flops_per_token() < upper
 
 
+@pytest.mark.full
 def test_train_py_with_every_lever_and_muon_logs_mfu_against_the_measured_peak(tmp_path, token_cache_dir):
     proc = run_train(tmp_path, *TINY, "model.pos_emb=rope", "model.norm=rmsnorm", "model.mlp=swiglu", "optimizer=muon",
                      "optimizer.ns_dtype=fp32", "trainer.precision=32-true", "callbacks.throughput.window=2",

@@ -44,6 +44,7 @@ def test_loglikelihood_equals_gptlabs_own_scores(gptlab_lm, tiny_run):
         assert count == len(cont) and ll == pytest.approx(-float(nll), abs=1e-4)
 
 
+@pytest.mark.full
 def test_simple_evaluate_on_the_offline_wikitext_task_equals_gptlabs_document_level_scores(gptlab_lm, tiny_run,
                                                                                            data_dir, tmp_path):
     from lm_eval import simple_evaluate
@@ -71,6 +72,7 @@ def test_simple_evaluate_on_the_offline_wikitext_task_equals_gptlabs_document_le
     assert test["word_ppl"] == pytest.approx(theirs["word_perplexity,none"], rel=1e-5) and test["documents"] == 2
 
 
+@pytest.mark.full
 def test_the_command_line_runs_lm_eval_with_the_gptlab_model(tiny_run, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "gptlab.apps.lm_eval", "--model", "gptlab", "--model_args",
                            f"ckpt_path={tiny_run / 'checkpoints' / 'last.ckpt'}", "--tasks", "wikitext_gptlab",

@@ -21,6 +21,8 @@ from gptlab.errors import GptlabError
 from gptlab.model.precision import CPU_BF16_ENV, apply_precision, resolve_precision
 from gptlab.training.module import GPTLitModule, clip_path
 
+pytestmark = pytest.mark.full  # real training processes: the full suite, not the quick tier
+
 MATRIX = [(precision, head) for precision in ("32-true", "bf16-mixed") for head in ("full", "adaptive")]
 
 

@@ -1,6 +1,7 @@
 import csv
 import re
 
+import pytest
 from conftest import TINY, run_train
 
 
@@ -16,12 +17,14 @@ def test_train_writes_checkpoints_metrics_and_a_summary(tiny_run):
     assert any(r.get("train/loss") for r in rows)
 
 
+@pytest.mark.full
 def test_debug_fast_runs_one_batch_of_each(tmp_path, token_cache_dir):
     proc = run_train(tmp_path, "model=gpt_nano", "debug=fast", "data.batch_size=2", "callbacks.progress_bar=null",
                      cache_dir=token_cache_dir)
     assert "val" in proc.stdout and "ppl" in proc.stdout
 
 
+@pytest.mark.full
 def test_bf16_mixed_and_gpt_mini_on_one_device(tmp_path, token_cache_dir):
     proc = run_train(tmp_path, *TINY, "model=gpt_mini", "model.block_size=64", "trainer.precision=bf16-mixed",
                      "trainer.devices=1", "trainer.max_steps=2", "trainer.val_check_interval=2",

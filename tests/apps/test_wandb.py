@@ -111,6 +111,7 @@ def grid_sweep(tmp_path_factory, token_cache_dir):
     return sweep_dir, proc
 
 
+@pytest.mark.full
 def test_grid_sweep_makes_one_offline_wandb_run_per_job(grid_sweep):
     sweep_dir, proc = grid_sweep
     jobs = sorted(d for d in sweep_dir.iterdir() if d.is_dir())

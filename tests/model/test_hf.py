@@ -55,6 +55,7 @@ def test_imported_weights_give_transformers_logits_and_greedy_text(hf_dir):
     assert mine == greedy[0, len(prompt):].tolist()
 
 
+@pytest.mark.full
 def test_generate_py_and_train_py_start_from_a_local_gpt2_directory(hf_dir, tmp_path, token_cache_dir):
     theirs = transformers.GPT2LMHeadModel.from_pretrained(hf_dir).eval()
     args = [f"init_from={hf_dir}", "prompt=The history of", "temperature=0", "max_new_tokens=12", "precision=32-true",
@@ -79,6 +80,7 @@ def test_generate_py_and_train_py_start_from_a_local_gpt2_directory(hf_dir, tmp_
     assert all(torch.equal(trained.state_dict()[k], expected[k]) for k in expected)
 
 
+@pytest.mark.full
 def test_wrong_sizes_a_missing_tensor_a_wrong_shape_and_offline_hub_names_are_refused(hf_dir, tmp_path):
     proc = subprocess.run([sys.executable, str(REPO / "train.py"), "model=gpt_micro", f"model.init_from={hf_dir}",
                            f"hydra.run.dir={tmp_path / 'r'}"], cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -108,6 +110,7 @@ def test_wrong_sizes_a_missing_tensor_a_wrong_shape_and_offline_hub_names_are_re
     assert "init_from=/path/to/gpt2" in line and "huggingface-cli download gpt2" in line
 
 
+@pytest.mark.full
 def test_export_loads_in_transformers_with_the_same_logits_and_tokenizer(tiny_run, tmp_path):
     out = tmp_path / "export"
     proc = subprocess.run([sys.executable, "-m", "gptlab.apps.export",
@@ -134,6 +137,7 @@ def test_export_loads_in_transformers_with_the_same_logits_and_tokenizer(tiny_ru
     assert again.returncode == 2 and "exists and is not empty" in again.stderr
 
 
+@pytest.mark.full
 def test_a_model_with_the_adaptive_head_is_not_exported(tmp_path):
     module = GPTLitModule(model=GPTConfig(block_size=32, n_layer=2, n_head=2, n_embd=64, head="adaptive"))
     ckpt = tmp_path / "adaptive.ckpt"

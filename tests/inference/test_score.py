@@ -1,15 +1,14 @@
-import json
+"""A model scored on text (gptlab/inference/score.py): perplexity, word-level perplexity and bits per byte by hand,
+equal to the training module's validation, and a sliding window that scores every token once."""
+
 import math
-import os
-import subprocess
-import sys
 
 import lightning as L
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import DATA_DIR, REPO
+from conftest import DATA_DIR
 
 from gptlab.data.datamodule import WikiText2DataModule
 from gptlab.data.token_cache import text_stats
@@ -18,14 +17,6 @@ from gptlab.inference import split_metrics
 from gptlab.model import GPT, GPTConfig
 from gptlab.model.checkpoint import load_model
 from gptlab.training.module import GPTLitModule
-
-
-def run_script(script, *overrides, cache_dir=None, timeout=300):
-    env = dict(os.environ)
-    if cache_dir is not None:
-        env["GPTLAB_CACHE_DIR"] = str(cache_dir)
-    cmd = [sys.executable, str(REPO / script), *overrides]
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.mark.parametrize("head", ["full", "adaptive"])
@@ -106,25 +97,3 @@ def stride_8_and_2_of_a_model_that_needs_context():
     test_ids = ids[:601].numpy()
 
     return split_metrics(model, test_ids, stride=8), split_metrics(model, test_ids, stride=2)
-
-
-def test_eval_py_reports_token_and_word_perplexity_and_bits_per_byte(tiny_run, token_cache_dir, tmp_path):
-    proc = run_script("eval.py", f"ckpt_path={tiny_run / 'checkpoints' / 'last.ckpt'}", "limit_windows=2",
-                      "batch_size=2", "stride=64", "precision=32-true", f"hydra.run.dir={tmp_path}",
-                      cache_dir=token_cache_dir)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "word ppl" in proc.stdout and "bits/byte" in proc.stdout
-    report = json.loads((tmp_path / "eval.json").read_text())
-    for split in ("valid", "test"):
-        assert split in proc.stdout
-        assert report[split]["tokens"] == 128 + 64  # the second window scores only its last stride tokens
-        assert {"loss", "ppl", "word_ppl", "bpb"} <= report[split].keys()
-    assert report["stride"] == 64
-
-
-def test_eval_py_without_a_checkpoint_fails_clearly(tmp_path):
-    proc = run_script("eval.py", f"hydra.run.dir={tmp_path}")
-    assert proc.returncode != 0
-    assert "error: ckpt_path=null: give the checkpoint to use" in proc.stderr and "Traceback" not in proc.stderr
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        load_model(tmp_path / "nowhere.ckpt")

@@ -15,6 +15,8 @@ from nbclient import NotebookClient
 
 from gptlab.apps.results.runs import load_runs
 
+pytestmark = pytest.mark.full  # real training processes: the full suite, not the quick tier
+
 NOTEBOOKS = REPO / "notebooks"
 JOB = ["model=gpt_nano", "debug=tiny", "model.block_size=32", "data.batch_size=2", "callbacks.progress_bar=null"]
 

@@ -139,6 +139,7 @@ def kill_after_saves(run_dir: Path, *overrides: str, saves: int, cache_dir: Path
     return load_checkpoint(ckpt)["global_step"]  # a complete file, wherever the kill landed
 
 
+@pytest.mark.full
 def test_run_killed_mid_training_resumes_to_identical_weights(tmp_path, token_cache_dir, reference):
     finished = reference(*RUN)
     killed_at = kill_after_saves(tmp_path, *RUN, saves=2, cache_dir=token_cache_dir)
@@ -207,6 +208,7 @@ def deterministic_torch():
     torch.use_deterministic_algorithms(False)  # Lightning turned it on for the whole process
 
 
+@pytest.mark.full
 def test_preempted_run_resumes_mid_epoch_to_identical_weights(tmp_path, token_cache_dir, deterministic_torch):
     """In this process, a SIGTERM placed exactly: at step 5 (the second batch of the second epoch); resumed from
     the checkpoint it saved, the run ends as an uninterrupted one."""

@@ -10,6 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from conftest import REPO
 
+pytestmark = pytest.mark.full  # real training processes: the full suite, not the quick tier
+
 NO_SHA = "data.sha256={wiki.train.tokens:null,wiki.valid.tokens:null,wiki.test.tokens:null}"
 
 

@@ -102,6 +102,7 @@ def bad_values(f) -> list:
     return [v for v in values if not any(v == ok and type(v) is type(ok) for ok in members if ok is not Kind)]
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("app", COMMANDS)
 def test_every_leaf_key_with_bad_values_is_accepted_or_refused_in_one_line_naming_it(tmp_path, app):
     cfg = composed(app, tmp_path, *([] if app == "train" else ["ckpt_path=model.ckpt"]))
@@ -176,7 +177,7 @@ def test_every_key_of_every_shipped_option_is_declared_or_its_librarys(tmp_path,
     # across keys
     ("train", "data.block_size=512", "data.block_size=512 is larger than model.block_size=256"),
     ("train", "global_batch_tokens=1000", "global_batch_tokens=1000: expected a multiple of block_size × "
-                                          "data.batch_size × processes = 2048"),
+                                          "data.batch_size × processes = 256 × 8 × 1 = 2048"),
     ("train", "data.eval_stride=300", "data.eval_stride=300: expected at most data.block_size=256"),
     ("train", "data.splits=[train,valid]", "data.splits=[train,valid]: training needs train, valid and test"),
     ("train", "data.splits=valid", "data.splits=valid: expected a non-empty list"),
