@@ -37,8 +37,7 @@ class GPTConfig:
                                                          "on queries and keys", gpt2="learned")
     norm: Literal["layernorm", "rmsnorm"] = key("layernorm", "normalisation: LayerNorm, or RMSNorm (no mean, no "
                                                              "bias)", gpt2="layernorm")
-    mlp: Literal["gelu", "relu2", "swiglu"] = key("gelu", "the MLP: GELU, ReLU squared, or SwiGLU (a gated "
-                                                          "SiLU, as many parameters)", gpt2="gelu")
+    mlp: Literal["gelu", "relu2"] = key("gelu", "the MLP's activation: GELU, or ReLU squared", gpt2="gelu")
     logit_softcap: float | None = key(None, "full head: logits = cap · tanh(logits / cap)", gt=0, gpt2=None)
 
     def __post_init__(self):

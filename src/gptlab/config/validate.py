@@ -68,7 +68,7 @@ def declared_keys(cfg, declaration, prefix: str = ""):
     for name, f in declared(declaration).items():
         if not isinstance(parent, DictConfig) or name not in parent:
             continue
-        nested = next((t for t in typing.get_args(f.type) or (f.type,) if is_declaration(t)), None)
+        nested = _nested(f)
         node = parent._get_node(name)
         if nested is not None:
             if isinstance(node, DictConfig) and not node._is_none():
@@ -101,16 +101,19 @@ def declaration_of(target) -> type | None:
     return found if is_declaration(found) else None
 
 
-def build_declared_nodes(cfg, declaration, prefix: str = "") -> None:
+def build_declared_nodes(cfg, declaration) -> None:
     """Build the declarations of the closed nodes (data, model, task): their __post_init__ holds the rules between
     their own keys (model.n_embd a multiple of model.n_head, ...)."""
     for name, f in declared(declaration).items():
-        nested = next((t for t in typing.get_args(f.type) or (f.type,) if is_declaration(t)), None)
-        if nested is None or f.metadata.get("open"):
-            continue
-        node = _value(cfg, prefix + name, default=None)
-        if isinstance(node, dict):
+        nested = _nested(f)
+        node = _value(cfg, name, default=None)
+        if nested is not None and not f.metadata.get("open") and isinstance(node, dict):
             nested(**{k: v for k, v in node.items() if k in declared(nested)})
+
+
+def _nested(f):
+    """The declaration a field holds, for a group of keys (`data: DataConfig`, `task: Task | None`), else None."""
+    return next((t for t in typing.get_args(f.type) or (f.type,) if is_declaration(t)), None)
 
 
 # --- reading the config

@@ -73,21 +73,14 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, config):
         super().__init__()
-        self.kind = config.mlp
-        # SwiGLU's gate and value halves share c_fc; 8/3 × n_embd wide (rounded up to 64) keeps the parameters of
-        # the 4 × n_embd MLP, as LLaMA does
-        hidden = 64 * math.ceil(8 * config.n_embd / 3 / 64) if self.kind == "swiglu" else 4 * config.n_embd
-        self.c_fc = nn.Linear(config.n_embd, hidden * (2 if self.kind == "swiglu" else 1), bias=config.bias)
-        self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
+        self.relu2 = config.mlp == "relu2"
 
     def forward(self, x):
         x = self.c_fc(x)
-        if self.kind == "swiglu":
-            gate, x = x.chunk(2, dim=-1)
-            x = F.silu(gate) * x
-        else:
-            x = F.relu(x).square() if self.kind == "relu2" else F.gelu(x, approximate="tanh")
+        x = F.relu(x).square() if self.relu2 else F.gelu(x, approximate="tanh")
         return self.dropout(self.c_proj(x))
 
 
@@ -177,8 +170,8 @@ class GPT(nn.Module):
 
     def flops_per_token(self, seq_len=None):
         """Training FLOPs per token (forward + backward): 6 per matmul weight plus attention's 12·L·T·d
-        (PaLM, appendix B). Matmul weights are the blocks' Linear layers and the output layer, counted from the
-        modules themselves (so every MLP kind is counted as built)."""
+        (PaLM, appendix B). Matmul weights are the blocks' Linear layers, counted from the modules as built, and
+        the output layer."""
         c = self.config
         T = seq_len or c.block_size
         if c.head == "full":
