@@ -34,7 +34,7 @@ from gptlab.inference import score_windows
 from gptlab.model.decode import complete
 from gptlab.model.precision import compute_dtype, cpu_has_fast_bf16
 from gptlab.training.callbacks import Throughput
-from gptlab.training.flops import matmul_flops
+from gptlab.training.flops import cpu_name, matmul_flops
 from gptlab.training.module import param_groups
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,14 +43,12 @@ BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 def machine() -> str:
     flags = set()
-    name = platform.processor() or "unknown CPU"
     if Path("/proc/cpuinfo").exists():
         info = Path("/proc/cpuinfo").read_text()
-        name = (re.search(r"model name\s*:\s*(.*)", info) or [None, name])[1]
         flags = set((re.search(r"flags\s*:\s*(.*)", info) or [None, ""])[1].split())
     kept = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"{name}, {os.cpu_count()} cores ({torch.get_num_threads()} torch threads), flags: "
+    return (f"{cpu_name()}, {os.cpu_count()} cores ({torch.get_num_threads()} torch threads), flags: "
             f"{' '.join(kept) or 'none of avx2/avx512/amx'}; bf16 fast: {cpu_has_fast_bf16()}; {gpu}; "
             f"torch {torch.__version__}, Python {platform.python_version()}")
 

@@ -15,6 +15,9 @@ def test_train_writes_checkpoints_metrics_and_a_summary(tiny_run):
     assert len(test_ppl) == 1
     assert all(1 < p < 60000 for p in val_ppl + test_ppl)
     assert any(r.get("train/loss") for r in rows)
+    # a line per validation in train.log, to follow a run under nohup or SLURM with tail -f
+    assert re.findall(r"step (\d)/6 · val ppl [\d.]+ · ", (tiny_run / "train.log").read_text()) == \
+        ["3", "6"]
 
 
 @pytest.mark.full
@@ -22,6 +25,7 @@ def test_debug_fast_runs_one_batch_of_each(tmp_path, token_cache_dir):
     proc = run_train(tmp_path, "model=gpt_nano", "debug=fast", "data.batch_size=2", "callbacks.progress_bar=null",
                      cache_dir=token_cache_dir)
     assert "val" in proc.stdout and "ppl" in proc.stdout
+    assert "Epoch" not in proc.stdout  # progress_bar=null: no bar, not Lightning's default one
 
 
 @pytest.mark.full

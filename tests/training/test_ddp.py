@@ -29,8 +29,8 @@ from gptlab.config.run import accumulation
 from gptlab.config.validate import validate
 from gptlab.data import IGNORE_INDEX, EvalWindows, PaddedWindows
 from gptlab.data.datamodule import WikiText2DataModule
+from gptlab.training.budget import TimeBudget
 from gptlab.training.module import GPTLitModule, param_groups
-from gptlab.training.schedulers import WarmupDecay
 
 pytestmark = pytest.mark.full  # real training processes: the full suite, not the quick tier
 
@@ -153,26 +153,47 @@ def test_val_ppl_with_two_processes_equals_one_process(ddp_sweep, small_data_dir
     assert math.isclose(float(final["val/ppl"]), one["val/ppl"], rel_tol=1e-5)
 
 
-def test_a_time_budget_gives_every_rank_the_same_schedule_and_identical_weights(tmp_path, small_data_dir,
-                                                                               token_cache_dir, monkeypatch):
+class RankClock(L.Callback):
+    """The time budget's clock on this rank: a fake one that each training step of rank r advances by r + 1
+    seconds, so the ranks disagree on the speed, whatever the machine's own."""
+
+    def __init__(self):
+        self.now, self.seconds = 0.0, None
+
+    def clock(self):
+        return self.now
+
+    def setup(self, trainer, pl_module, stage):
+        budget = next(cb for cb in trainer.callbacks if isinstance(cb, TimeBudget))
+        budget.clock, budget.started, self.seconds = self.clock, 0.0, 1.0 + trainer.global_rank
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.now += self.seconds
+
+
+def test_a_time_budget_gives_every_rank_rank_0s_plan_and_identical_weights(tmp_path, small_data_dir,
+                                                                          token_cache_dir, monkeypatch):
     # Each rank's clock differs: a schedule that followed it would give each replica its own learning rates.
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), str(Path(__file__).parents[1]),
                                                     os.environ.get("PYTHONPATH", "")]))
     run_train(tmp_path, *RUN, f"data.data_dir={small_data_dir}", "trainer.max_steps=100000",
-              "trainer.max_time=00:00:00:15", "trainer.val_check_interval=100000", "callbacks.time_budget.skip_steps=3",
-              "callbacks.time_budget.measure_steps=10",
-              "callbacks.time_budget.reserve=0.5",  # the step budget, not max_time, ends it even on a busy machine
-              "callbacks.resume_checkpoint.every_n_train_steps=null",
-              "callbacks.sample_text=null", f"+callbacks.record._target_={__name__}.RecordParamsAndLR",
+              "trainer.max_time=00:00:01:00", "trainer.val_check_interval=100000", "callbacks.time_budget.skip_steps=3",
+              "callbacks.time_budget.measure_steps=10", "callbacks.time_budget.reserve=0.03",
+              "callbacks.resume_checkpoint.every_n_train_steps=null", "callbacks.sample_text=null",
+              f"+callbacks.clock._target_={__name__}.RankClock",
+              f"+callbacks.record._target_={__name__}.RecordParamsAndLR",
               "+callbacks.record.out_dir=${paths.output_dir}", cache_dir=token_cache_dir)
     rank0, rank1 = torch.load(tmp_path / "state0.pt"), torch.load(tmp_path / "state1.pt")
     budget = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["callbacks"]["TimeBudget"]
-    assert 13 < rank0["step"] == rank1["step"] == budget["total_steps"] < 100000  # ended by the step budget
+    # rank 0's clock decides: 60 s less the 3 % reserve at 1 s a step (rank 1's 2 s would give half as many)
+    assert rank0["step"] == rank1["step"] == budget["total_steps"] == pytest.approx(60 * 0.97, abs=2)
     assert rank0["lrs"] == rank1["lrs"]
-    schedule = WarmupDecay("cosine", 100000, warmup_steps=50, min_lr_ratio=0.1)
-    schedule.total_steps = budget["total_steps"]  # the config's schedule, decayed to its end at the step budget
+    scheduler = OmegaConf.load(tmp_path / ".hydra" / "config.yaml").scheduler
+    factor = instantiate(scheduler)(torch.optim.SGD([torch.zeros(1)], lr=1.0)).lr_lambdas[0]
+    factor.total_steps = budget["total_steps"]  # the run's schedule, decayed to its end at the step budget
     lr = 0.02  # the default run's optimizer: Muon's lr for the block matrices, the first parameter group
-    assert rank0["lrs"] == pytest.approx([lr * schedule(s) for s in range(budget["total_steps"])], rel=1e-6)
+    expected = [lr * factor(s) for s in range(budget["total_steps"])]
+    assert rank0["lrs"] == pytest.approx(expected, rel=1e-6)
     assert rank0["params"].keys() == rank1["params"].keys()
     assert all(torch.equal(rank0["params"][n], rank1["params"][n]) for n in rank0["params"])  # bitwise
 

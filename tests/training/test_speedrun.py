@@ -189,6 +189,7 @@ def test_train_py_with_every_lever_and_muon_logs_mfu_against_the_measured_peak(t
                      "optimizer.ns_dtype=fp32", "trainer.precision=32-true", "callbacks.throughput.window=2",
                      "callbacks.throughput.skip=1", cache_dir=token_cache_dir)
     assert re.search(r"tokens/s, MFU \d+\.\d%", proc.stdout)  # peak_flops: auto, measured on this CPU
+    assert re.search(r"MFU peak   [\d,]+ GFLOP/s per device: best matmul measured on .*float32", proc.stdout)
     rows = list(csv.DictReader(open(tmp_path / "csv" / "metrics.csv")))
     mfu = [float(r["perf/mfu"]) for r in rows if r.get("perf/mfu")]
     assert mfu and all(0 < m < 1 for m in mfu)

@@ -120,6 +120,8 @@ def build_trainer(cfg: DictConfig, parameter_groups):
     """The Trainer with its callbacks and loggers; and the optimizer and schedule, tried on `parameter_groups`, so
     that they refuse bad values now, before the data is loaded. Each component's library checks the arguments the
     config gives it: a refusal is one line naming the config node."""
+    from lightning.pytorch.callbacks import ProgressBar
+
     from gptlab.model.precision import resolve_precision
     from gptlab.training.checkpoint_io import SafeCheckpointIO
 
@@ -135,6 +137,8 @@ def build_trainer(cfg: DictConfig, parameter_groups):
     loggers = [component(c, f"logger.{name}") for name, c in (cfg.get("logger") or {}).items()
                if c and "_target_" in c]
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if "enable_progress_bar" not in trainer_cfg and not any(isinstance(c, ProgressBar) for c in callbacks):
+        trainer_cfg["enable_progress_bar"] = False  # callbacks.progress_bar=null: no bar, not Lightning's default one
     trainer_cfg["precision"] = resolve_precision(trainer_cfg.get("precision", "auto"),
                                                  trainer_cfg.get("accelerator", "auto"))
     # SafeCheckpointIO: checkpoints read weights-only and written atomically
@@ -215,6 +219,8 @@ def print_summary(cfg, module, trainer, val, test, ckpt, seconds):
         + (f"{tput:,.0f} tokens/s" if tput else "tokens/s n/a") + (f", MFU {100 * mfu:.1f}%" if mfu else "")
         + f", {seconds / 60:.1f} min in all",
     ]
+    if mfu:
+        lines.append(f"MFU peak   {meter.peak / 1e9:,.0f} GFLOP/s per device: {meter.peak_source}")
     for name, m in (("val", val), ("test", test)):
         if f"{name}/ppl" in m:
             lines.append(f"{name:<10} ppl {m[f'{name}/ppl']:.2f}   loss {m[f'{name}/loss']:.4f}   "

@@ -10,7 +10,7 @@ check their own arguments when they are built."""
 from dataclasses import dataclass
 from typing import Literal
 
-from gptlab.config.declare import COUNT_MAX, Duration, Tokenizer, check_fields, key
+from gptlab.config.declare import COUNT_MAX, Duration, Fraction, PathName, Tokenizer, check_fields, key
 
 SIZE = dict(ge=1, le=COUNT_MAX)
 
@@ -27,8 +27,9 @@ class Throughput:
     window: int = key(help="steps per logged perf/tokens_per_sec", **SIZE)
     skip: int = key(help="first steps (start-up, compilation) left out of the run's average", ge=0, le=COUNT_MAX)
     peak_flops: float | Literal["auto"] | None = key(
-        help="peak FLOP/s of one device, for perf/mfu: auto = datasheet for known GPUs, measured matmuls on CPUs; "
-             "null: no MFU", gt=0)
+        help="peak FLOP/s of one device, for perf/mfu: auto = datasheet for known GPUs, on CPUs the best matmul "
+             "FLOP/s measured on this machine (kept in cache_dir); null: no MFU", gt=0)
+    cache_dir: PathName | None = key(help="where the CPU's measured peak is kept; null: <repo>/.cache/gptlab")
 
     __post_init__ = _check
 
@@ -57,11 +58,16 @@ class ResumeCheckpoint:
 
 @dataclass(eq=False, kw_only=True)
 class TimeBudget:
-    max_time: Duration | None = key(help="the training budget (trainer.max_time); null: none")
+    max_time: Duration | None = key(help="training (and its validations) ends by then: trainer.max_time; null: "
+                                         "no limit")
+    run_time: Duration | None = key(help="the whole command, from its start, ends by then: training ends early "
+                                         "enough for the final validation and test too; null: no limit")
+    final_batches: int | Fraction = key(help="how much of each split the final validation and test score "
+                                             "(final_limit_batches): a number of batches or a share", ge=1)
     skip_steps: int = key(help="start-up steps left out of the timing", ge=0, le=COUNT_MAX)
-    measure_steps: int = key(help="steps timed", **SIZE)
-    reserve: float = key(help="share of the budget kept for the validations and checkpoints to come, and for "
-                              "steps slowing down", ge=0, le=0.9)
+    measure_steps: int = key(help="training steps per measurement of their speed: the plan is revised after "
+                                  "each", **SIZE)
+    reserve: float = key(help="share of the time left kept back for steps that slow down", ge=0, le=0.9)
 
     __post_init__ = _check
 
@@ -120,6 +126,12 @@ class Cosine:
 @dataclass(eq=False, kw_only=True)
 class Linear(Cosine):
     pass
+
+
+@dataclass(eq=False, kw_only=True)
+class WSD(Cosine):
+    decay_fraction: float = key(help="the share of the run, at its end, over which the learning rate decays "
+                                     "linearly; before it, after the warmup, it stays at its peak", gt=0, le=1)
 
 
 @dataclass(eq=False, kw_only=True)

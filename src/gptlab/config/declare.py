@@ -43,6 +43,11 @@ def key(default=MISSING, help: str = "", *, ge=None, gt=None, le=None, lt=None, 
     return field(default=default, metadata=meta)
 
 
+def group(declaration, help: str = ""):
+    """A declared group of keys (`data: DataConfig = group(DataConfig, ...)`): its own declaration's keys, nested."""
+    return field(default_factory=declaration, metadata={"help": help})
+
+
 class Refused(GptlabError):
     """A value its declaration refuses: `key=value: expected ...`."""
 
@@ -316,11 +321,12 @@ def is_declaration(tp) -> bool:
 
 
 def declared(cls) -> dict[str, dataclasses.Field]:
-    """The declared keys of a declaration class, by name, with their annotations resolved into `field.type`."""
+    """The declared keys of a declaration class (its fields made with key(); a subclass's own fields, such as a
+    callback's clock, are not config keys), by name, with their annotations resolved into `field.type`."""
     hints = typing.get_type_hints(cls)
     out = {}
     for f in dataclasses.fields(cls):
-        if f.name.startswith("_"):
+        if "help" not in f.metadata:
             continue
         f.type = hints[f.name]
         out[f.name] = f

@@ -4,11 +4,22 @@ differs from the defaults declared here."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from gptlab.config.data import SPLITS, DataConfig
-from gptlab.config.declare import COUNT_MAX, Fraction, PathName, Refused, RunName, Tokenizer, check_fields, key, show
+from gptlab.config.declare import (
+    COUNT_MAX,
+    Fraction,
+    PathName,
+    Refused,
+    RunName,
+    Tokenizer,
+    check_fields,
+    group,
+    key,
+    show,
+)
 from gptlab.config.model import GPTConfig
 from gptlab.config.trainer import Precision, Trainer
 from gptlab.errors import GptlabError
@@ -37,9 +48,9 @@ class TrainConfig:
                                                    "validation and test; 1.0: the full splits", ge=1)
     global_batch_tokens: int | None = key(None, "tokens per optimizer step; set, accumulate_grad_batches = it / "
                                                 "(block_size × data.batch_size × devices × num_nodes)", **SIZE)
-    paths: Paths = field(default_factory=Paths)
-    data: DataConfig = field(default_factory=DataConfig)
-    model: GPTConfig = field(default_factory=GPTConfig)
+    paths: Paths = group(Paths, "where things are")
+    data: DataConfig = group(DataConfig, "the data (conf/data/)")
+    model: GPTConfig = group(GPTConfig, "the model (conf/model/)")
     trainer: Trainer = key(None, "lightning.Trainer's arguments (conf/trainer/)", open=True)
     optimizer: Any = key(None, "called with the parameter groups (conf/optimizer/)", open=True)
     scheduler: Any = key(None, "called with the optimizer: the learning rate by step (conf/scheduler/)", open=True)
@@ -56,7 +67,7 @@ class Apply:
                                       "gpt2-xl, or a Hugging Face directory")
     device: str = key("auto", "auto (cuda when there is one, else cpu), cpu, cuda or cuda:N")
     precision: Precision = key("auto", "as trainer.precision: auto is bf16-mixed where bf16 is fast, else 32-true")
-    paths: Paths = field(default_factory=Paths)
+    paths: Paths = group(Paths, "where things are")
 
 
 @dataclass(kw_only=True)
@@ -70,7 +81,7 @@ class EvalConfig(Apply):
     documents: bool = key(False, "lm-eval's document-level wikitext method: each article alone, detokenised "
                                  "(needs data=wikitext2_raw)")
     report: str | None = key(None, "write the results here as JSON")
-    data: DataConfig = field(default_factory=DataConfig)
+    data: DataConfig = group(DataConfig, "the data the model was trained on (conf/data/)")
 
 
 @dataclass(kw_only=True)
@@ -138,10 +149,10 @@ def train_rules(get) -> list[str]:
     if missing:
         raise GptlabError(f"data.splits={show(list(get('data.splits')))}: training needs train, valid and test "
                           f"(missing: {', '.join(missing)})")
-    for group in ("callbacks", "logger"):
-        for name, node in (get(group) or {}).items():
+    for kind in ("callbacks", "logger"):
+        for name, node in (get(kind) or {}).items():
             if node is not None and not (isinstance(node, dict) and "_target_" in node):
-                raise GptlabError(f"{group}.{name}={show(node)}: expected a component's config (its _target_ and "
+                raise GptlabError(f"{kind}.{name}={show(node)}: expected a component's config (its _target_ and "
                                   f"arguments), or null to switch it off")
     strategy = get("trainer.strategy")
     strategy = strategy.get("_target_", "") if isinstance(strategy, dict) else strategy

@@ -1,5 +1,6 @@
 """Per-step learning-rate schedules: a factor of each parameter group's base learning rate, a function of the step
-alone. A time budget (trainer.max_time) becomes a number of steps once, in budget.py, which moves total_steps.
+alone. A time budget (trainer.max_time) becomes a number of steps, re-planned as the run goes (budget.py), which
+moves total_steps.
 
 A schedule is built from its config (its keys: gptlab/config/components.py) and called with the optimizer:
 `Cosine(total_steps=2000, warmup_steps=50, min_lr_ratio=0.1)(optimizer)` is a LambdaLR."""
@@ -27,18 +28,32 @@ def seconds(max_time):
 
 class WarmupDecay:
     """The factor at a step: linear warmup over warmup_steps (at most half the run, so short runs still decay),
-    then a cosine or linear decay to min_lr_ratio at total_steps, then min_lr_ratio. An object rather than a
-    closure so that LambdaLR saves its fields, total_steps included, in the checkpoint."""
+    then a decay to min_lr_ratio at total_steps, then min_lr_ratio. cosine and linear decay from the end of the
+    warmup; wsd (warmup-stable-decay) holds the peak and decays linearly over the last decay_fraction of the run,
+    so its end can move (a time budget re-plans it) without touching the learning rates already used. An object
+    rather than a closure so that LambdaLR saves its fields, total_steps included, in the checkpoint."""
 
-    def __init__(self, shape, total_steps, warmup_steps, min_lr_ratio):
+    decay_fraction = 1.0  # cosine and linear; also what a checkpoint of before wsd holds
+
+    def __init__(self, shape, total_steps, warmup_steps, min_lr_ratio, decay_fraction=None):
         self.shape, self.total_steps, self.min_lr_ratio = shape, int(total_steps), float(min_lr_ratio)
         self.warmup_steps = min(int(warmup_steps), self.total_steps // 2)  # fixed here: a later total keeps it
+        if decay_fraction is not None:
+            self.decay_fraction = float(decay_fraction)
+
+    def decay_start(self, total_steps=None) -> int:
+        """The step where the decay begins, for a run ending at total_steps (this schedule's own by default)."""
+        total = self.total_steps if total_steps is None else total_steps
+        if self.shape != "wsd":
+            return self.warmup_steps
+        return max(self.warmup_steps, total - round(self.decay_fraction * total))
 
     def __call__(self, step):
         warmup = self.warmup_steps
         if step < warmup:
             return (step + 1) / (warmup + 1)
-        progress = min(max((step - warmup) / max(self.total_steps - warmup, 1), 0.0), 1.0)
+        start = self.decay_start()
+        progress = min(max((step - start) / max(self.total_steps - start, 1), 0.0), 1.0)
         if self.shape == "cosine":
             return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
         return 1 - (1 - self.min_lr_ratio) * progress
@@ -56,6 +71,15 @@ class Linear(components.Linear):
 
     def __call__(self, optimizer) -> LambdaLR:
         return LambdaLR(optimizer, WarmupDecay("linear", self.total_steps, self.warmup_steps, self.min_lr_ratio))
+
+
+class WSD(components.WSD):
+    """Linear warmup, the peak learning rate, then a linear decay to min_lr_ratio × lr over the last
+    decay_fraction of the run (conf/scheduler/wsd.yaml)."""
+
+    def __call__(self, optimizer) -> LambdaLR:
+        return LambdaLR(optimizer, WarmupDecay("wsd", self.total_steps, self.warmup_steps, self.min_lr_ratio,
+                                               self.decay_fraction))
 
 
 class Constant(components.Constant):
