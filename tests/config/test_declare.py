@@ -107,3 +107,16 @@ def test_the_reference_of_every_key_is_current():
     from gptlab.config.compose import reference
 
     assert (REPO / "docs" / "config.md").read_text() == reference() + "\n", "run python scripts/config_reference.py"
+
+
+@pytest.mark.parametrize("value", ["00:00:06:00", "01:02:03:04", {"minutes": 1, "seconds": 30}, {"weeks": 1},
+                                   {"hours": 0.5, "milliseconds": 500}])
+def test_a_duration_is_read_in_seconds_as_lightnings_timer_reads_it(value):
+    from lightning.pytorch.callbacks import Timer
+    from omegaconf import OmegaConf
+
+    assert Duration.accepts(value)
+    assert Duration.seconds(value) == Timer(duration=value)._duration
+    if isinstance(value, dict):
+        assert Duration.seconds(OmegaConf.create(value)) == Timer(duration=value)._duration  # as Hydra passes it
+    assert Duration.seconds(None) is None

@@ -1,8 +1,7 @@
 import pytest
 import torch
-from omegaconf import OmegaConf
 
-from gptlab.training.schedulers import Constant, Cosine, Linear, seconds
+from gptlab.training.schedulers import Constant, Cosine, Linear
 
 
 def make_opt():
@@ -32,13 +31,6 @@ def test_a_schedule_moved_to_fewer_steps_keeps_them_in_its_state_dict(make):
     assert restored.lr_lambdas[0].total_steps == 40
     assert [restored.lr_lambdas[0](s) for s in range(60)] == [sched.lr_lambdas[0](s) for s in range(60)]
     assert restored.lr_lambdas[0](40) == pytest.approx(0.1) and restored.lr_lambdas[0](25) > 0.1
-
-
-def test_max_time_is_read_like_lightning():
-    assert seconds("00:00:06:00") == 360
-    assert seconds({"minutes": 1, "seconds": 30}) == 90
-    assert seconds(OmegaConf.create({"minutes": 1, "seconds": 30})) == 90  # as Hydra passes it
-    assert seconds(None) is None
 
 
 def test_constant_warms_up_then_holds():

@@ -14,6 +14,7 @@ Plain Python: importing this module imports neither torch nor lightning nor omeg
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import math
 import re
 import types
@@ -106,6 +107,18 @@ class Duration(Kind):
             return bool(value) and set(value) <= set(cls.UNITS) and all(_is_number(x) and x >= 0
                                                                         for x in value.values())
         return False
+
+    @classmethod
+    def seconds(cls, value) -> float | None:
+        """A duration in seconds, as Lightning reads it (a timedelta of the dict's units); None stays None."""
+        if value is None:
+            return None
+        if isinstance(value, str):
+            days, hours, minutes, secs = (int(x) for x in value.split(":"))
+            value = {"days": days, "hours": hours, "minutes": minutes, "seconds": secs}
+        if isinstance(value, Mapping):
+            return datetime.timedelta(**{unit: float(x) for unit, x in value.items()}).total_seconds()
+        return float(value)
 
 
 class PathName(Kind):

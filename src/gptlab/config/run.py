@@ -10,6 +10,7 @@ from typing import Any, Literal
 from gptlab.config.data import SPLITS, DataConfig
 from gptlab.config.declare import (
     COUNT_MAX,
+    Duration,
     Fraction,
     PathName,
     Refused,
@@ -174,6 +175,12 @@ def train_rules(get) -> list[str]:
                         f"rate never reaches optimizer.lr")
     if get("optimizer.lr") == 0:
         warnings.append("optimizer.lr=0: the weights will not change")
+    max_time, run_time = get("trainer.max_time"), get("callbacks.time_budget.run_time")
+    if get("callbacks.time_budget") and max_time and run_time and Duration.seconds(max_time) >= Duration.seconds(
+            run_time):
+        warnings.append(f"trainer.max_time={show(max_time)} is not shorter than callbacks.time_budget.run_time="
+                        f"{show(run_time)}, which ends the whole run first; set callbacks.time_budget.run_time=null "
+                        f"to train for trainer.max_time")
     interval = get("trainer.val_check_interval")
     if isinstance(interval, int) and not isinstance(interval, bool) and max_steps and 0 < max_steps < interval:
         warnings.append(f"trainer.val_check_interval={interval} is longer than the run (trainer.max_steps="

@@ -25,7 +25,8 @@ import lightning as L
 import torch
 
 from gptlab.config import components
-from gptlab.training.schedulers import WarmupDecay, seconds
+from gptlab.config.declare import Duration
+from gptlab.training.schedulers import WarmupDecay
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ class TimeBudget(components.TimeBudget, L.Callback):
 
     def __post_init__(self):
         super().__post_init__()
-        self.budget, self.whole = seconds(self.max_time), seconds(self.run_time)
+        self.budget, self.whole = Duration.seconds(self.max_time), Duration.seconds(self.run_time)
         if self.started is None:
             self.started = self.clock() - process_age()
         self.total_steps = None  # the planned last step (stored in checkpoints)

@@ -6,24 +6,10 @@ A schedule is built from its config (its keys: gptlab/config/components.py) and 
 `Cosine(total_steps=2000, warmup_steps=50, min_lr_ratio=0.1)(optimizer)` is a LambdaLR."""
 
 import math
-from collections.abc import Mapping
 
 from torch.optim.lr_scheduler import LambdaLR
 
 from gptlab.config import components
-
-
-def seconds(max_time):
-    """Lightning's max_time ("DD:HH:MM:SS", a dict of days/hours/minutes/seconds, or seconds) in seconds."""
-    if max_time is None:
-        return None
-    if isinstance(max_time, Mapping):  # a dict, or the DictConfig Hydra passes
-        return sum(float(max_time.get(k, 0)) * s for k, s in (("days", 86400), ("hours", 3600), ("minutes", 60),
-                                                                ("seconds", 1)))
-    if isinstance(max_time, str):
-        d, h, m, s = (float(x) for x in max_time.split(":"))
-        return d * 86400 + h * 3600 + m * 60 + s
-    return float(max_time)
 
 
 class WarmupDecay:
