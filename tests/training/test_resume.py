@@ -1,6 +1,7 @@
 """Resuming: a run killed (SIGKILL) or preempted (SIGTERM) at an arbitrary step and run again with resume=true
 ends with the same weights and optimizer state, bit for bit, as a run that was never interrupted."""
 
+import csv
 import os
 import random
 import signal
@@ -14,6 +15,7 @@ import pytest
 import torch
 from conftest import REPO, run_train
 from hydra import compose, initialize_config_dir
+from test_budget import Machine, loader, tiny_module
 
 from gptlab.apps.runtime import resume
 from gptlab.apps.train import build
@@ -21,6 +23,7 @@ from gptlab.config import rundir
 from gptlab.data.sampler import ResumableSampler
 from gptlab.errors import GptlabError
 from gptlab.model.checkpoint import load_checkpoint, save_atomic
+from gptlab.training.resilience import ResumeCheckpoint
 
 # Epochs of 4 batches, last.ckpt every 3 steps: resumes land mid-epoch and at epoch ends. Dropout on, so the
 # random state matters; deterministic algorithms and one thread, so that reruns can be compared bit for bit; no
@@ -221,6 +224,56 @@ def test_preempted_run_resumes_mid_epoch_to_identical_weights(tmp_path, token_ca
     assert load_checkpoint(ckpt)["global_step"] == 5
     assert fit_in_process(tmp_path / "run", token_cache_dir, short, f"ckpt_path={ckpt}") == ckpt
     assert_same_state(ckpt, reference, steps=8)
+
+
+class CtrlCAtStep(L.Callback):
+    """Sends this process a real SIGINT (what Ctrl-C in a terminal sends) at the end of training step `step`."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+@pytest.mark.full
+def test_ctrl_c_saves_and_the_run_resumes_to_identical_weights(tmp_path, token_cache_dir, deterministic_torch,
+                                                                capfd):
+    short = ["trainer.max_steps=8", "trainer.log_every_n_steps=1"]
+    reference = fit_in_process(tmp_path / "reference", token_cache_dir, *short)
+    with pytest.raises(SystemExit) as stop:
+        fit_in_process(tmp_path / "run", token_cache_dir, *short, callbacks=[CtrlCAtStep(5)])
+    assert stop.value.code == 130  # 128 + SIGINT
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert load_checkpoint(ckpt)["global_step"] == 5
+    err = capfd.readouterr().err
+    assert "Ctrl-C: training stops after this step" in err
+    assert f"stopped by Ctrl-C; saved {ckpt} at step 5. Run the same command with resume=true" in err
+    assert sorted(train_losses(tmp_path / "run")) == [0, 1, 2, 3, 4]  # its last step logged too
+    assert fit_in_process(tmp_path / "run", token_cache_dir, *short, f"ckpt_path={ckpt}") == ckpt
+    assert_same_state(ckpt, reference, steps=8)
+    # metrics.csv holds the whole run, the steps before the interruption kept, as if it had never stopped
+    assert train_losses(tmp_path / "run") == train_losses(tmp_path / "reference")
+    assert sorted(train_losses(tmp_path / "run")) == list(range(8))
+
+
+def train_losses(run_dir: Path) -> dict[int, str]:
+    rows = csv.DictReader(open(run_dir / "csv" / "metrics.csv"))
+    return {int(r["step"]): r["train/loss"] for r in rows if r.get("train/loss")}
+
+
+def test_checkpoints_every_n_minutes_follow_the_clock(tmp_path):
+    """every_n_minutes reads the callback's clock: a fake one where each step takes 25 s saves every 3 steps."""
+    machine = Machine(lambda step: 25.0)
+    saves = ResumeCheckpoint(dirpath=str(tmp_path), every_n_train_steps=None, every_n_minutes=1, clock=machine.clock)
+    steps = []
+    machine.on_save_checkpoint = lambda trainer, pl_module, checkpoint: steps.append(trainer.global_step)
+    trainer = L.Trainer(accelerator="cpu", max_steps=10, callbacks=[machine, saves], logger=False,
+                        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+    trainer.fit(tiny_module(), train_dataloaders=loader())
+    assert steps == [3, 6, 9, 10]  # 75 s, 150 s, 225 s; and at the end of training
 
 
 def test_resumed_sampler_continues_the_interrupted_order():

@@ -1,7 +1,8 @@
 """Callbacks that let a run survive being stopped, and stop it when training breaks down.
 
 - `ResumeCheckpoint`: writes <dirpath>/last.ckpt every N steps and/or minutes, at the end of training, and when
-  SIGTERM arrives (preemption); then the run exits with code 143, ready for `resume=true`.
+  SIGTERM (preemption) or Ctrl-C arrives; then the run exits (143 after SIGTERM, 130 after Ctrl-C), ready for
+  `resume=true`.
 - `StepSeed`: reseeds the random generators from (seed, epoch, batch) before each training batch, so dropout in
   a resumed run draws exactly what the uninterrupted run would have drawn.
 - `NanGuard`: a NaN or Inf loss stops training with an error naming the step, before the optimizer step, so no
@@ -10,8 +11,12 @@
 
 import logging
 import random
+import signal
 import sys
+import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -25,28 +30,52 @@ from gptlab.errors import GptlabError
 log = logging.getLogger(__name__)
 
 SIGTERM_EXIT_CODE = 143  # 128 + SIGTERM, what a shell reports for a process ended by SIGTERM
+INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT: Ctrl-C
 
 
+@dataclass(eq=False, kw_only=True)
 class ResumeCheckpoint(components.ResumeCheckpoint, L.Callback):
     """Keeps `dirpath`/last.ckpt up to date for resuming: after every `every_n_train_steps` optimizer steps and/or
-    every `every_n_minutes` of training (either may be None), at the end of training, and on SIGTERM. After
-    SIGTERM, Lightning stops at the end of the batch; this callback saves then, prints one line saying how to
-    resume, and makes the process exit with code 143."""
+    every `every_n_minutes` of training (either may be None), at the end of training, on SIGTERM and on Ctrl-C.
+    After SIGTERM, Lightning stops at the end of the batch; this callback saves then, prints one line saying how to
+    resume, and makes the process exit with code 143. The first Ctrl-C does the same (exit code 130); a second
+    one stops at once (Python's KeyboardInterrupt; Lightning exits with code 1) and saves nothing.
+
+    clock: the seconds clock every_n_minutes reads (time.monotonic); tests drive a fake one."""
+
+    clock: Callable[[], float] = time.monotonic
 
     def __post_init__(self):
         super().__post_init__()
         self.path = Path(self.dirpath) / "last.ckpt"
-        self._saved_step, self._last_time = None, time.monotonic()
+        self._saved_step, self._last_time = None, self.clock()
+        self._interrupted, self._previous_sigint = False, None  # Ctrl-C seen; the SIGINT handler before this one
 
     def on_train_start(self, trainer, pl_module):
-        self._saved_step, self._last_time = trainer.global_step, time.monotonic()  # just loaded, or step 0
+        self._saved_step, self._last_time = trainer.global_step, self.clock()  # just loaded, or step 0
+        if threading.current_thread() is threading.main_thread():  # only there can a signal handler be set
+            self._previous_sigint = signal.signal(signal.SIGINT, lambda signum, frame: self._on_sigint(trainer))
+
+    def _on_sigint(self, trainer):
+        # Python's own KeyboardInterrupt could stop the optimizer half-way through its update, leaving nothing to
+        # save. Lightning's stop for SIGTERM waits for the end of the step (its metrics logged), on every rank.
+        signal.signal(signal.SIGINT, self._previous_sigint)  # a second Ctrl-C stops at once, unsaved
+        self._interrupted = True
+        trainer._signal_connector.received_sigterm = True
+        print("gptlab: Ctrl-C: training stops after this step, saved for resume=true (Ctrl-C again: stop now, "
+              "unsaved)", file=sys.stderr, flush=True)
+
+    def _restore_sigint(self):
+        if self._previous_sigint is not None:
+            signal.signal(signal.SIGINT, self._previous_sigint)
+            self._previous_sigint = None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         step = trainer.global_step
         if step == self._saved_step:
             return
         due = bool(self.every_n_train_steps) and step % self.every_n_train_steps == 0
-        due |= bool(self.every_n_minutes) and time.monotonic() - self._last_time >= 60 * self.every_n_minutes
+        due |= bool(self.every_n_minutes) and self.clock() - self._last_time >= 60 * self.every_n_minutes
         due |= trainer.received_sigterm
         # every rank must take part in a save: decide together (clocks and signals differ between ranks)
         if trainer.strategy.reduce_boolean_decision(due, all=False):
@@ -55,24 +84,31 @@ class ResumeCheckpoint(components.ResumeCheckpoint, L.Callback):
     def on_train_end(self, trainer, pl_module):
         if trainer.global_step != self._saved_step:
             self._save(trainer)
+        self._restore_sigint()
 
     def on_exception(self, trainer, pl_module, exception):
-        if not isinstance(exception, SIGTERMException):
+        self._restore_sigint()
+        if not isinstance(exception, (SIGTERMException, KeyboardInterrupt)):
             return
-        fitting = trainer.state.fn == "fit"
-        if fitting and trainer.global_step != self._saved_step:  # SIGTERM during validation
-            self._save(trainer)
+        fitting, by = trainer.state.fn == "fit", "Ctrl-C" if self._interrupted else "SIGTERM"
+        if isinstance(exception, SIGTERMException):
+            exception.code = INTERRUPTED_EXIT_CODE if self._interrupted else SIGTERM_EXIT_CODE  # the process's
+            if fitting and trainer.global_step != self._saved_step:  # during validation, between two steps
+                self._save(trainer)
+        else:  # a second Ctrl-C, or one outside training: Python's KeyboardInterrupt, wherever it landed
+            by = "Ctrl-C"
         if trainer.is_global_zero:
-            done = f"saved {self.path} at step {trainer.global_step}" if fitting else "training had finished"
-            print(f"gptlab: stopped by SIGTERM; {done}. Run the same command with resume=true to continue.",
+            step, saved = trainer.global_step, self._saved_step
+            done = ("training had finished" if not fitting else f"saved {self.path} at step {step}" if saved == step
+                    else f"{self.path} holds step {saved}" if saved else "nothing saved yet")
+            print(f"gptlab: stopped by {by}; {done}. Run the same command with resume=true to continue.",
                   file=sys.stderr, flush=True)
-        exception.code = SIGTERM_EXIT_CODE  # a SystemExit: the process ends with this code
 
     def _save(self, trainer):
         if trainer.fast_dev_run:  # a smoke test writes no checkpoints, like Lightning's own
             return
         trainer.save_checkpoint(self.path, weights_only=False)  # the full state: optimizer, loops, callbacks
-        self._saved_step, self._last_time = trainer.global_step, time.monotonic()
+        self._saved_step, self._last_time = trainer.global_step, self.clock()
 
 
 def step_seed(seed: int, epoch: int, batch_idx: int, rank: int) -> int:
