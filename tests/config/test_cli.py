@@ -7,13 +7,15 @@ import runpy
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import DATA_DIR, REPO
+from conftest import DATA_DIR, REPO, TINY
 from hydra.core.hydra_config import HydraConfig
 
+from gptlab.config import rundir
 from gptlab.config.cli import clear_errors, describe, format_error
 from gptlab.data import TrainWindows
 from gptlab.data.datamodule import WikiText2DataModule
@@ -276,6 +278,41 @@ def test_a_new_run_into_an_existing_run_directory_changes_nothing(tmp_path, toke
         f"error: hydra.run.dir={run} already holds a run (checkpoints or metrics): nothing was written. "
         f"Add resume=true")
     assert tree(run) == before  # every byte, and no new file or folder
+
+    # resume=true with no last.ckpt to resume from (debug=fast writes none): not a new run over the old one
+    refused = run_entry("model=gpt_nano", "debug=fast", "data.batch_size=2", "resume=true", f"hydra.run.dir={run}",
+                        f"paths.cache_dir={token_cache_dir}")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert refused.stderr.strip().splitlines()[-1].startswith(
+        f"error: resume=true: hydra.run.dir={run} holds a run without checkpoints/last.ckpt to resume from")
+    assert tree(run) == before
+
+    # while another process holds a run directory (here: this one), a second run started into it (the same name in
+    # the same second, or the same hydra.run.dir) is refused
+    busy = tmp_path / "busy"
+    rundir.claim(busy)
+    second = run_entry("model=gpt_nano", "debug=fast", "data.batch_size=2", f"hydra.run.dir={busy}",
+                       f"paths.cache_dir={token_cache_dir}")
+    assert second.returncode == 2 and "Traceback" not in second.stderr
+    assert second.stderr.strip().splitlines()[-1] == (
+        f"error: hydra.run.dir={busy} is in use by another run, still running: nothing was written. Wait for it to "
+        f"end, or choose another name or directory")
+    # the claim, and the lines the refused run logged: the other run's log, where a real one would have written
+    assert sorted(str(p.relative_to(busy)) for p in busy.rglob("*")) == [".hydra", ".hydra/run.lock", "train.log"]
+
+
+@pytest.mark.full
+def test_a_resume_refused_for_a_changed_model_changes_nothing_but_the_log(tmp_path, tiny_run, token_cache_dir):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    before = tree(run)
+    refused = run_entry(*TINY, "model.n_embd=96", "resume=true", f"hydra.run.dir={run}",
+                        f"paths.cache_dir={token_cache_dir}")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "holds a model of another architecture" in refused.stderr.strip().splitlines()[-1]
+    after = tree(run)  # its result.json, checkpoints, metrics and configs as they were; the log says why
+    log = Path("train.log")
+    assert after[log].startswith(before[log]) and {**after, log: None} == {**before, log: None}
 
 
 @pytest.mark.parametrize("name", ["../../x", "a/b", "", ".."])

@@ -8,13 +8,17 @@ command works for the first launch and for every restart. A rerun into an existi
 unless resume=true.
 """
 
+import fcntl
 import json
+import os
 from pathlib import Path
 
 from gptlab.config.declare import RunName
 from gptlab.errors import GptlabError
 
 LAST = Path("checkpoints") / "last.ckpt"
+CLAIM = Path(".hydra") / "run.lock"
+_claims = {}  # the lock files of the run directories this process holds, open until it exits
 
 
 def repo_root() -> Path:
@@ -66,26 +70,55 @@ def config_subdir(output_dir: str, stamp: str, resume=False) -> str:
         raise GptlabError(f"hydra.run.dir={output_dir} already holds a run (checkpoints or metrics): nothing was "
                           f"written. Add resume=true to continue that run, or choose another directory (by default "
                           f"every run gets its own, outputs/runs/<name>/<time>)")
+    if str(resume).lower() == "true" and not (Path(output_dir) / LAST).is_file() and holds_a_run(output_dir):
+        raise GptlabError(f"resume=true: hydra.run.dir={output_dir} holds a run without {LAST} to resume from (it "
+                          f"ended before its first one, or ran with debug=fast): nothing was written. Choose "
+                          f"another directory, or delete that one to start it again")
     taken = (Path(output_dir) / ".hydra" / "config.yaml").is_file()
+    claim(output_dir)
     return f".hydra/resumed-{stamp}" if taken else ".hydra"
 
 
+def claim(output_dir) -> None:
+    """Hold `output_dir` for this process, so that two runs never write into one directory (two started in the same
+    second with the same name, or two resumes of one run): a lock on <dir>/.hydra/run.lock that the system lets go
+    when the process ends, however it ends. Only the first rank claims: ranks started by torchrun or SLURM compose
+    the same config with the same directory."""
+    rank = next((os.environ[v] for v in ("RANK", "SLURM_PROCID", "LOCAL_RANK") if v in os.environ), "0")
+    if rank != "0":
+        return
+    path = (Path(output_dir) / CLAIM).absolute()
+    if path in _claims:  # Hydra may resolve the directory more than once
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = open(path, "a")  # noqa: SIM115 (held open until the process ends)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise GptlabError(f"hydra.run.dir={output_dir} is in use by another run, still running: nothing was "
+                          f"written. Wait for it to end, or choose another name or directory") from None
+    _claims[path] = lock
+
+
 def discard_refused_run(output_dir, since: float) -> bool:
-    """Remove what Hydra wrote for a run that was refused before it began: its .hydra/ config and its log,
-    and the directory itself when that leaves it empty. Only files written since `since` (this process's start)
-    are removed, and nothing at all when the directory holds anything else. Returns whether it removed it."""
+    """Remove what Hydra wrote for a run that was refused before it began: its .hydra/ config and its log, and the
+    directory itself when that leaves it empty. Only files written since `since` (this process's start) are
+    removed; in a directory that holds a run (a refused resume), only this invocation's config folder
+    (.hydra/resumed-<time>/), the lines it logged staying in the run's log. Returns whether the directory went."""
     d = Path(output_dir)
     if not d.is_dir():
         return False
     files = [p for p in d.rglob("*") if p.is_file() or p.is_symlink()]
-    ours = all(p.stat().st_mtime >= since and (p.relative_to(d).parts[0] == ".hydra" or
-                                               (p.parent == d and p.suffix == ".log"))
-               for p in files)
-    if not ours:
-        return False
-    for p in files:
+    new = [p for p in files if p.stat().st_mtime >= since]
+    whole = all(p in new and (p.relative_to(d).parts[0] == ".hydra" or (p.parent == d and p.suffix == ".log"))
+                for p in files)
+    for p in files if whole else [p for p in new if p.relative_to(d).parts[0] == ".hydra"]:
         p.unlink()
-    for sub in sorted((p for p in d.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-        sub.rmdir()
-    d.rmdir()
-    return True
+    dirs = [p for p in (d if whole else d / ".hydra").rglob("*") if p.is_dir()]
+    for sub in sorted(dirs, key=lambda p: -len(p.parts)):  # the deepest first
+        if not any(sub.iterdir()):
+            sub.rmdir()
+    if whole:
+        d.rmdir()
+    return whole
