@@ -24,6 +24,7 @@ from gptlab.data.sampler import ResumableSampler
 from gptlab.errors import GptlabError
 from gptlab.model.checkpoint import load_checkpoint, save_atomic
 from gptlab.training.resilience import ResumeCheckpoint
+from gptlab.training.schedulers import WarmupDecay
 
 # Epochs of 4 batches, last.ckpt every 3 steps: resumes land mid-epoch and at epoch ends. Dropout on, so the
 # random state matters; deterministic algorithms and one thread, so that reruns can be compared bit for bit; no
@@ -262,6 +263,24 @@ def test_ctrl_c_saves_and_the_run_resumes_to_identical_weights(tmp_path, token_c
 def train_losses(run_dir: Path) -> dict[int, str]:
     rows = csv.DictReader(open(run_dir / "csv" / "metrics.csv"))
     return {int(r["step"]): r["train/loss"] for r in rows if r.get("train/loss")}
+
+
+@pytest.mark.full
+def test_a_resume_trains_with_the_changed_lr_and_end_step(tmp_path, token_cache_dir, deterministic_torch, caplog):
+    """resume with optimizer.lr and trainer.max_steps changed: the schedule is rebuilt from the new values (not the
+    checkpoint's), from the step it resumes at, and one line says so."""
+    short = ["trainer.max_steps=8", "trainer.log_every_n_steps=1", "scheduler.warmup_steps=2"]
+    ckpt = fit_in_process(tmp_path, token_cache_dir, *short)
+    with caplog.at_level("INFO", logger="gptlab.training.module"):
+        fit_in_process(tmp_path, token_cache_dir, *short, "trainer.max_steps=12", "optimizer.lr=0.05",
+                       f"ckpt_path={ckpt}")
+    assert load_checkpoint(ckpt)["global_step"] == 12
+    assert "resumed with this run's optimizer and schedule settings (lr changed)" in caplog.text
+    schedule = WarmupDecay("cosine", total_steps=12, warmup_steps=2, min_lr_ratio=0.1)
+    rows = csv.DictReader(open(tmp_path / "csv" / "metrics.csv"))
+    lrs = {int(r["step"]): float(r["lr-MuonAdamW/matrix"]) for r in rows if r.get("lr-MuonAdamW/matrix")}
+    resumed = [lrs[s] for s in sorted(lrs) if s >= 8]  # (Lightning logs them one step on after a resume)
+    assert resumed == pytest.approx([0.05 * schedule(s) for s in range(8, 12)])
 
 
 def test_checkpoints_every_n_minutes_follow_the_clock(tmp_path):

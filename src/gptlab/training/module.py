@@ -1,6 +1,7 @@
 """GPTLitModule: the GPT of model.py trained, validated and tested by Lightning."""
 
 import dataclasses
+import logging
 
 import lightning as L
 import numpy as np
@@ -14,6 +15,8 @@ from gptlab.errors import GptlabError
 from gptlab.model.gpt import GPT, GPTConfig
 from gptlab.model.hf import load_weights
 from gptlab.model.metrics import lm_metrics
+
+log = logging.getLogger(__name__)
 
 
 def _plain(cfg):
@@ -61,6 +64,16 @@ def clip_path(strategy, precision, optimizer) -> str:
     if str(precision) in ("bf16-mixed", "16-mixed") and getattr(optimizer, "_step_supports_amp_scaling", False):
         return "manual"
     return "lightning"
+
+
+def _saved_param_groups(state) -> list[dict]:
+    """The parameter groups in an optimizer's state dict, in order; also of one made of several (MuonAdamW)."""
+    if isinstance(state, dict):
+        return state["param_groups"] if "param_groups" in state else [
+            g for v in state.values() for g in _saved_param_groups(v)]
+    if isinstance(state, list | tuple):
+        return [g for v in state for g in _saved_param_groups(v)]
+    return []
 
 
 class GPTLitModule(L.LightningModule):
@@ -156,6 +169,37 @@ class GPTLitModule(L.LightningModule):
             self.trainer.strategy.model.clip_grad_norm_(gradient_clip_val)  # the norm over every rank's shards
         else:
             torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val)
+
+    def on_load_checkpoint(self, checkpoint):
+        """A resumed run trains with this run's optimizer and schedule config: Lightning would restore the saved
+        hyper-parameters (learning rates, weight decay, ...) and the saved schedule (its end step among them) over
+        the ones just configured. The saved state (moments, step counts, the schedule's step) is kept."""
+        saved_opts, saved_scheds = checkpoint.get("optimizer_states"), checkpoint.get("lr_schedulers")
+        if self.optimizer_factory is None or not saved_opts:
+            return
+        fresh = self.configure_optimizers()
+        optimizer = fresh["optimizer"] if isinstance(fresh, dict) else fresh
+        scheduler = fresh["lr_scheduler"]["scheduler"] if isinstance(fresh, dict) else None
+        groups = _saved_param_groups(saved_opts[0])
+        if len(groups) != len(optimizer.param_groups):  # another model: Lightning refuses the checkpoint
+            return
+        changed = set()
+        for saved, new in zip(groups, optimizer.param_groups, strict=True):
+            for k, v in new.items():  # a schedule's lr is the one of its step, set below; its base is initial_lr
+                if k != "params" and (k != "lr" or scheduler is None) and saved.get(k) != v:
+                    changed.add("lr" if k == "initial_lr" else k)
+                    saved[k] = v
+        if scheduler is not None and saved_scheds:
+            state, new = saved_scheds[0], scheduler.state_dict()
+            for old_fn, new_fn in zip(state.get("lr_lambdas", []), new.get("lr_lambdas", []), strict=False):
+                changed |= {f"scheduler.{k}" for k in new_fn if k != "total_steps" and old_fn.get(k) != new_fn[k]}
+            state.update(base_lrs=new["base_lrs"], lr_lambdas=new["lr_lambdas"])  # the end step: a budget moves it
+            for saved, fn, base in zip(groups, scheduler.lr_lambdas, new["base_lrs"], strict=True):
+                saved["lr"] = base * fn(state["last_epoch"])
+            state["_last_lr"] = [g["lr"] for g in groups]
+        if changed:
+            log.info("resumed with this run's optimizer and schedule settings (%s changed); the optimizer's state "
+                     "and the step are the checkpoint's", ", ".join(sorted(changed)))
 
     def configure_optimizers(self):
         if self.optimizer_factory is None:
