@@ -55,3 +55,20 @@ def test_nan_loss_with_skip_drops_that_update_and_goes_on(tmp_path, token_cache_
     steps = {int(s["step"]) for o in getattr(optimizer, "inner", [optimizer]) for s in o.state.values() if "step" in s}
     assert steps == {6}  # 7 steps, one of them without an update
     assert math.isfinite(trainer.callback_metrics["train/loss"])
+
+
+def test_a_diverged_run_is_an_error_at_its_validation_never_a_score(capsys, monkeypatch, tmp_path, token_cache_dir):
+    """lr=1e9 turns the weights into NaN and Inf; skip drops the NaN losses' updates, but validation scores every
+    token: its loss is NaN, an error naming the step (torchmetrics would drop the NaNs and log a loss of 0)."""
+    run = [*RUN[:-1], "optimizer.lr=1e9", "optimizer.adamw_lr=1e9", "callbacks.nan_guard.action=skip",
+           "trainer.limit_val_batches=2", "trainer.val_check_interval=3", "callbacks.model_checkpoint=null"]
+    monkeypatch.setattr(sys, "argv", ["train.py", *run, f"hydra.run.dir={tmp_path}",
+                                      f"paths.cache_dir={token_cache_dir}"])
+    with pytest.raises(SystemExit) as stop:
+        runpy.run_path(str(REPO / "train.py"), run_name="__main__")
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "Traceback" not in err
+    (line,) = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert line.startswith("error: validation loss is NaN or Inf at step 3: the weights have diverged, so no score "
+                           "is logged and no checkpoint is chosen on it.")
+    assert not (tmp_path / "result.json").exists() or "completed" not in (tmp_path / "result.json").read_text()

@@ -2,6 +2,7 @@
 
 import dataclasses
 import logging
+import math
 
 import lightning as L
 import numpy as np
@@ -15,6 +16,7 @@ from gptlab.errors import GptlabError
 from gptlab.model.gpt import GPT, GPTConfig
 from gptlab.model.hf import load_weights
 from gptlab.model.metrics import lm_metrics
+from gptlab.training.resilience import NonFiniteLossError
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +99,8 @@ class GPTLitModule(L.LightningModule):
         self.split_stats = {}  # filled from the data module: words and bytes for word-level ppl and bits/byte
         for split in ("val", "test"):  # summed over batches and processes: exact token-weighted means
             for k in ("nll", "count", "correct"):  # correct: targets that were the top-1 prediction
-                setattr(self, f"{split}_{k}", SumMetric().set_dtype(torch.float64))
+                # nan_strategy: a NaN is summed (and refused in _eval_epoch_end), not dropped with a warning
+                setattr(self, f"{split}_{k}", SumMetric(nan_strategy="disable").set_dtype(torch.float64))
 
     def configure_model(self):
         if self.hparams.compile:
@@ -138,6 +141,11 @@ class GPTLitModule(L.LightningModule):
     def _eval_epoch_end(self, split):
         sums = [getattr(self, f"{split}_{k}") for k in ("nll", "count", "correct")]
         nll, count, correct = (m.compute().item() for m in sums)  # summed over processes
+        if not math.isfinite(nll):  # a score over every token or none: never one that left the NaNs out
+            name = "validation" if split == "val" else "test"
+            raise NonFiniteLossError(f"{name} loss is NaN or Inf at step {self.trainer.global_step}: the weights have "
+                                     f"diverged, so no score is logged and no checkpoint is chosen on it. Lower "
+                                     f"optimizer.lr, or check trainer.gradient_clip_val and trainer.precision")
         if count > 0:
             metrics = lm_metrics(nll, count, self.split_stats.get(split))
             metrics["acc"] = correct / count  # token top-1 accuracy
