@@ -315,6 +315,24 @@ def test_a_resume_refused_for_a_changed_model_changes_nothing_but_the_log(tmp_pa
     assert after[log].startswith(before[log]) and {**after, log: None} == {**before, log: None}
 
 
+@pytest.mark.parametrize("where", ["", "src/gptlab", "notes"])
+def test_a_run_directory_is_never_a_folder_of_other_files(capsys, monkeypatch, tmp_path, where):
+    """hydra.run.dir= (the working directory: here the project's root), a source folder, a folder of one's own
+    files: refused in one line, and not even Hydra's log file is left there."""
+    monkeypatch.chdir(REPO)
+    folder = REPO / where
+    if where == "notes":
+        folder = tmp_path / "notes"
+        folder.mkdir()
+        (folder / "notes.txt").write_text("mine")
+    before = sorted(p.name for p in folder.iterdir())
+    given = folder if where == "notes" else where
+    line = fails(capsys, monkeypatch, "train", "model=gpt_nano", f"hydra.run.dir={given}")
+    assert line.startswith(f"error: hydra.run.dir={folder} holds files no run writes (")
+    assert "so it must be a new one or a run's" in line
+    assert sorted(p.name for p in folder.iterdir()) == before
+
+
 @pytest.mark.parametrize("name", ["../../x", "a/b", "", ".."])
 def test_a_run_name_is_a_plain_folder_name(capsys, monkeypatch, tmp_path, name):
     monkeypatch.chdir(tmp_path)

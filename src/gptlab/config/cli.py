@@ -21,7 +21,6 @@ import functools
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 
 from gptlab.errors import GptlabError
@@ -187,7 +186,6 @@ def command(name: str, task):
 # --- a refused run leaves nothing
 
 
-_STARTED = time.time()  # files older than this were not written by this process
 
 
 @contextlib.contextmanager
@@ -208,7 +206,7 @@ def _discard_refused_run() -> None:
     from hydra.types import RunMode
     from omegaconf import OmegaConf
 
-    from gptlab.config.rundir import discard_refused_run
+    from gptlab.config.rundir import STARTED, discard_refused_run
 
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.RUN:
         return
@@ -221,7 +219,7 @@ def _discard_refused_run() -> None:
                 Path(output_dir).absolute()):
             root.removeHandler(handler)
             handler.close()
-    discard_refused_run(output_dir, _STARTED)  # only what was written since this process started
+    discard_refused_run(output_dir, STARTED)  # only what was written since this process started
 
 
 @contextlib.contextmanager

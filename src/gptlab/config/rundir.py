@@ -11,6 +11,7 @@ unless resume=true.
 import fcntl
 import json
 import os
+import time
 from pathlib import Path
 
 from gptlab.config.declare import RunName
@@ -18,6 +19,7 @@ from gptlab.errors import GptlabError
 
 LAST = Path("checkpoints") / "last.ckpt"
 CLAIM = Path(".hydra") / "run.lock"
+STARTED = time.time()  # files older than this were not written by this process (imported as the config is composed)
 _claims = {}  # the lock files of the run directories this process holds, open until it exits
 
 
@@ -61,22 +63,46 @@ def holds_a_run(output_dir) -> bool:
         return (d / "result.json").exists()
 
 
+# What a run directory holds (and Hydra's log, <job>.log): a directory holding anything else is not a run's
+RUN_FILES = {".hydra", "checkpoints", "csv", "wandb", "result.json", "samples.txt", "wandb_run_id"}
+
+
+def foreign_files(output_dir) -> list[str]:
+    """The names in `output_dir` that no run writes (sorted), e.g. a project's README.md."""
+    d = Path(output_dir or ".")
+    return sorted(p.name for p in d.iterdir() if p.name not in RUN_FILES and p.suffix != ".log") if d.is_dir() else []
+
+
 def config_subdir(output_dir: str, stamp: str, resume=False) -> str:
     """Where Hydra saves this invocation's config: .hydra, or .hydra/resumed-<stamp> when the run directory
-    already has one (a resumed run), so the config the run was started with is never overwritten. A directory
-    that holds a run's checkpoints or metrics is refused unless resume=true: nothing is written into it. (Hydra
-    resolves this before it writes anything of the job but after it has opened its log file.)"""
-    if str(resume).lower() != "true" and holds_a_run(output_dir):
-        raise GptlabError(f"hydra.run.dir={output_dir} already holds a run (checkpoints or metrics): nothing was "
-                          f"written. Add resume=true to continue that run, or choose another directory (by default "
-                          f"every run gets its own, outputs/runs/<name>/<time>)")
-    if str(resume).lower() == "true" and not (Path(output_dir) / LAST).is_file() and holds_a_run(output_dir):
-        raise GptlabError(f"resume=true: hydra.run.dir={output_dir} holds a run without {LAST} to resume from (it "
-                          f"ended before its first one, or ran with debug=fast): nothing was written. Choose "
-                          f"another directory, or delete that one to start it again")
+    already has one (a resumed run), so the config the run was started with is never overwritten. Refused, with
+    nothing written into it: a directory holding files no run writes (the project's root, a source folder), one
+    that holds a run unless resume=true, a run without last.ckpt with resume=true, and one another process holds.
+    (Hydra resolves this before it writes anything of the job but after it has opened its log file.)"""
+    resume = str(resume).lower() == "true"
+    if foreign := foreign_files(output_dir):
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise _refused(output_dir, f"hydra.run.dir={output_dir} holds files no run writes ({shown}): a run writes "
+                                   f"its checkpoints, metrics and logs into its directory, so it must be a new one or "
+                                   f"a run's. Choose a new directory, or leave hydra.run.dir unset "
+                                   f"(outputs/runs/<name>/<time>)")
+    if not resume and holds_a_run(output_dir):
+        raise _refused(output_dir, f"hydra.run.dir={output_dir} already holds a run (checkpoints or metrics): "
+                                   f"nothing was written. Add resume=true to continue that run, or choose another "
+                                   f"directory (by default every run gets its own, outputs/runs/<name>/<time>)")
+    if resume and not (Path(output_dir) / LAST).is_file() and holds_a_run(output_dir):
+        raise _refused(output_dir, f"resume=true: hydra.run.dir={output_dir} holds a run without {LAST} to resume "
+                                   f"from (it ended before its first one, or ran with debug=fast): nothing was "
+                                   f"written. Choose another directory, or delete that one to start it again")
     taken = (Path(output_dir) / ".hydra" / "config.yaml").is_file()
     claim(output_dir)
     return f".hydra/resumed-{stamp}" if taken else ".hydra"
+
+
+def _refused(output_dir, message: str) -> GptlabError:
+    """The refusal of a run directory, while Hydra sets the run up: the log file Hydra just opened there goes."""
+    discard_refused_run(output_dir, STARTED)
+    return GptlabError(message)
 
 
 def claim(output_dir) -> None:
@@ -96,8 +122,8 @@ def claim(output_dir) -> None:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         lock.close()
-        raise GptlabError(f"hydra.run.dir={output_dir} is in use by another run, still running: nothing was "
-                          f"written. Wait for it to end, or choose another name or directory") from None
+        raise _refused(output_dir, f"hydra.run.dir={output_dir} is in use by another run, still running: nothing "
+                                   f"was written. Wait for it to end, or choose another name or directory") from None
     _claims[path] = lock
 
 
@@ -113,9 +139,11 @@ def discard_refused_run(output_dir, since: float) -> bool:
     new = [p for p in files if p.stat().st_mtime >= since]
     whole = all(p in new and (p.relative_to(d).parts[0] == ".hydra" or (p.parent == d and p.suffix == ".log"))
                 for p in files)
-    for p in files if whole else [p for p in new if p.relative_to(d).parts[0] == ".hydra"]:
+    # in a directory that was not new: this run's config, and a log it created (empty: it was refused at once)
+    for p in files if whole else [p for p in new if p.relative_to(d).parts[0] == ".hydra" or (
+            p.parent == d and p.suffix == ".log" and p.stat().st_size == 0)]:
         p.unlink()
-    dirs = [p for p in (d if whole else d / ".hydra").rglob("*") if p.is_dir()]
+    dirs = [p for p in d.rglob("*") if p.is_dir() and (whole or p.relative_to(d).parts[0] == ".hydra")]
     for sub in sorted(dirs, key=lambda p: -len(p.parts)):  # the deepest first
         if not any(sub.iterdir()):
             sub.rmdir()
