@@ -3,6 +3,7 @@ own reader, `wandb leet inspect`), each finished also when its job fails."""
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from conftest import REPO
 
 from gptlab.apps.results.runs import read_wandb_run
 from gptlab.apps.runtime.wandb import WandbLogger, name_from_overrides, wandb_mode
+from gptlab.errors import GptlabError
 
 # A multirun job small enough for tests: debug=tiny made smaller still, validated only after training.
 SWEEP_TINY = [
@@ -85,8 +87,24 @@ def test_logger_passes_offline_mode_and_run_id_to_wandb_init(no_credentials, mon
     init = logger._wandb_init  # what wandb.init will get (nothing starts before the first log)
     assert (init["mode"], init["name"], init["id"], init["resume"]) == ("offline", "gpt_nano", "abc123", "allow")
     monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
-    init = WandbLogger(name=None, project="p", save_dir=str(tmp_path), id=None, resume=None, **OFF)._wandb_init
+    with socket.create_server(("127.0.0.1", 0)) as server:  # a W&B host that answers
+        monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{server.getsockname()[1]}")
+        init = WandbLogger(name=None, project="p", save_dir=str(tmp_path), id=None, resume=None, **OFF)._wandb_init
     assert "mode" not in init and init["id"] is None
+
+
+def test_an_api_key_without_network_logs_offline_in_one_line(no_credentials, monkeypatch, tmp_path, caplog):
+    """wandb would retry for about two minutes, then fail with a traceback."""
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")  # nothing listens there now
+    with caplog.at_level("WARNING", logger="gptlab.apps.runtime.wandb"):
+        init = WandbLogger(name=None, project="p", save_dir=str(tmp_path), id=None, resume=None, **OFF)._wandb_init
+    assert init["mode"] == "offline"
+    assert f"W&B: http://127.0.0.1:{port} cannot be reached from this machine: logging offline" in caplog.text
+    with pytest.raises(GptlabError, match=r"^logger.wandb.offline=false: http://127.0.0.1:\d+ cannot be reached"):
+        WandbLogger(name=None, project="p", save_dir=str(tmp_path), id=None, resume=None, **{**OFF, "offline": False})
 
 
 def test_run_names_keep_the_swept_overrides():

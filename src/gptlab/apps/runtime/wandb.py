@@ -2,9 +2,12 @@
 multirun each job is its own run, named after its overrides and grouped by sweep), the full resolved config, and
 `finish_wandb`, which train.py calls after every job, also after a failed one."""
 
+import logging
 import netrc
 import os
+import socket
 import sys
+import threading
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -15,6 +18,9 @@ from gptlab.apps.results.table import short_value
 from gptlab.apps.runtime.multirun import hydra_job
 from gptlab.config import components
 from gptlab.config.declare import check_values
+from gptlab.errors import GptlabError
+
+log = logging.getLogger(__name__)
 
 # Without the Sweep callback's list of swept keys: overrides left out of run names, those that say where or how
 # a job runs rather than what it trains.
@@ -27,7 +33,7 @@ def api_key_configured() -> bool:
     for the W&B host. Looked up here, without wandb's private auth modules, so it never prompts or connects."""
     if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
         return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname
+    host = urlparse(wandb_url()).hostname
     candidates = [os.environ["NETRC"]] if os.environ.get("NETRC") else ["~/.netrc", "~/_netrc"]
     for path in candidates:
         path = Path(path).expanduser()
@@ -48,6 +54,44 @@ def wandb_mode(offline: bool | None) -> str | None:
     if os.environ.get("WANDB_MODE"):
         return None
     return None if api_key_configured() else "offline"
+
+
+def wandb_url() -> str:
+    return os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai"
+
+
+def reachable(url: str, timeout: float = 3.0) -> bool:
+    """Whether a connection to `url`'s host opens within `timeout` seconds, the name lookup included (in a thread:
+    a lookup without network can hang far longer than a socket's timeout)."""
+    parsed = urlparse(url)
+    address = (parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80))
+    opened = []
+
+    def connect():
+        try:
+            socket.create_connection(address, timeout=timeout).close()
+            opened.append(True)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(opened)
+
+
+def online_or_offline(mode: str | None, offline: bool | None) -> str | None:
+    """`mode` (wandb_mode's), made offline, in one line, when W&B would go online and its host cannot be reached:
+    wandb would retry for minutes, then fail. With logger.wandb.offline=false, a refusal instead."""
+    goes_online = mode == "online" or (mode is None and os.environ.get("WANDB_MODE", "online") == "online")
+    if not goes_online or reachable(wandb_url()):
+        return mode
+    if offline is False:
+        raise GptlabError(f"logger.wandb.offline=false: {wandb_url()} cannot be reached from this machine (no "
+                          f"network?). Set logger.wandb.offline=null to log offline and `wandb sync` later")
+    log.warning("W&B: %s cannot be reached from this machine: logging offline, to upload later with `wandb sync`",
+                wandb_url())
+    return "offline"
 
 
 def name_from_overrides(overrides, swept_keys=None) -> str:
@@ -80,7 +124,7 @@ class WandbLogger(LightningWandbLogger):
         if job["sweep_dir"] is not None:
             name = name_from_overrides(job["overrides"], job["swept_keys"]) or name
             group = group or Path(job["sweep_dir"]).name
-        mode = wandb_mode(offline)
+        mode = online_or_offline(wandb_mode(offline), offline)
         if mode is not None:
             kwargs["mode"] = mode  # not Lightning's `offline`, which refuses log_model (artifacts sync later)
         for key in ("id", "resume"):  # null in the config: Lightning's defaults
