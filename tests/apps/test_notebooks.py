@@ -3,6 +3,7 @@ on the same directories; an Optuna study kept in SQLite and continued (issue 15)
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -13,7 +14,7 @@ import pytest
 from conftest import REPO
 from nbclient import NotebookClient
 
-from gptlab.apps.results.runs import load_runs
+from gptlab.apps.results.runs import load_run, load_runs
 
 pytestmark = pytest.mark.full  # real training processes: the full suite, not the quick tier
 
@@ -106,6 +107,31 @@ def test_plot_command_writes_pngs_and_refuses_a_directory_without_metrics(tiny_r
     assert done.returncode == 2 and done.stderr.strip() == (
         f"error: {empty}: no run metrics here (csv/metrics.csv of a run, or of a multirun's jobs); train with "
         f"logger=csv (the default) and point at its directory")
+
+
+def test_broken_run_files_are_named_and_a_row_being_written_is_left_out(tiny_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    metrics = run / "csv" / "metrics.csv"
+    whole = load_run(run).rows
+    with open(metrics, "a") as f:
+        f.write(",".join(["0", "0.001"]))  # a run writing its next row: cut short after two fields
+    assert load_run(run).rows == whole
+
+    def plot_error(path):
+        done = subprocess.run([sys.executable, "-m", "gptlab.apps.plot", f"dir={path}"], cwd=REPO,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+        return done.stderr.strip()
+
+    result = run / "result.json"
+    result.write_text(result.read_text()[:40])  # killed mid-write (before writes were atomic), or edited
+    assert plot_error(run).startswith(f"error: {result}: not a run's result (cut short, or edited?): ")
+    result.unlink()
+    metrics.write_bytes(b"\x00\xff\xfe")
+    assert plot_error(run).startswith(f"error: {metrics}: not a run's metrics (not CSV text): ")
+    metrics.write_text("a,b\n1,2\n")
+    assert plot_error(run) == f"error: {metrics}: not a run's metrics (Lightning's CSVLogger writes a step column)"
 
 
 def test_an_optuna_study_in_sqlite_is_continued_by_a_second_sweep(tmp_path, token_cache_dir):

@@ -94,8 +94,16 @@ def load_run(run_dir) -> Run:
     d = Path(run_dir)
     rows = []
     for path in sorted(d.glob("csv/**/metrics.csv")):
-        with open(path, newline="") as f:
-            rows += [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        try:
+            with open(path, newline="") as f:
+                reader = csv.DictReader(f)
+                if "step" not in (reader.fieldnames or []):
+                    raise GptlabError(f"{path}: not a run's metrics (Lightning's CSVLogger writes a step column)")
+                # a row cut short (the run is writing it) has missing fields (None), a whole one "": left out
+                rows += [{k: _number(v) for k, v in row.items()} for row in reader
+                         if None not in row.values() and None not in row]
+        except (UnicodeDecodeError, csv.Error) as e:
+            raise GptlabError(f"{path}: not a run's metrics (not CSV text): {e}") from None
     result = read_result(d)
     config, overrides = {}, result.get("overrides") or []
     if (d / ".hydra" / "config.yaml").is_file():
