@@ -92,3 +92,23 @@ def test_generate_until_is_gptlabs_greedy_completion_cut_at_the_stop_string(gptl
     loaded = load_for_inference(tiny_run / "checkpoints" / "last.ckpt", precision="32-true")
     expected = [complete(loaded.model, loaded.tokenizer, p, 12, stop=" the", temperature=0.0) for p in prompts]
     assert gptlab_lm.generate_until(requests) == expected
+
+
+@pytest.mark.full
+@pytest.mark.parametrize(("args", "expected"), [
+    ([], "error: lm-eval: No tasks specified, or no tasks found."),
+    (["--tasks", "wikitext_gpltab"], "error: lm-eval: Tasks not found: wikitext_gpltab"),
+    (["--tasks", "wikitext_gptlab", "--limit", "-1"], "error: --limit -1: expected a number ≥ 0"),
+    (["--tasks", "wikitext_gptlab", "--model_args", "CKPT,tempreture=0.7"],
+     "error: --model_args tempreture=0.7: not an argument of the gptlab model (ckpt_path, init_from, device, "
+     "precision, batch_size, max_batch_size)"),
+])
+def test_a_mistake_on_the_command_line_is_one_line(tiny_run, args, expected):
+    ckpt = f"ckpt_path={tiny_run / 'checkpoints' / 'last.ckpt'}"
+    args = [a.replace("CKPT", ckpt) for a in args]
+    if "--model_args" not in args:
+        args += ["--model_args", ckpt]
+    proc = subprocess.run([sys.executable, "-m", "gptlab.apps.lm_eval", "--model", "gptlab", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith(expected)

@@ -14,12 +14,14 @@ validation and test splits of wikitext-2-raw, cut into articles at their ` = Tit
 
 from __future__ import annotations
 
+import inspect
 import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from gptlab.config.cli import EXIT_CODE, format_error, refused_by
 from gptlab.errors import GptlabError
 from gptlab.inference import load_for_inference
 from gptlab.model.decode import generate_tokens
@@ -50,7 +52,11 @@ def _make_class():
         """A gptlab checkpoint (ckpt_path=...) or pretrained GPT-2 (init_from=...) as an lm-eval model."""
 
         def __init__(self, ckpt_path=None, init_from=None, device="auto", precision="auto", batch_size=1,
-                     max_batch_size=None, **kwargs):
+                     max_batch_size=None, **unknown):
+            if unknown:  # lm-eval passes every --model_args key on: a misspelt one would be dropped in silence
+                known = [p for p in inspect.signature(type(self).__init__).parameters if p not in ("self", "unknown")]
+                raise GptlabError(f"--model_args {','.join(f'{k}={v}' for k, v in unknown.items())}: not an "
+                                  f"argument of the gptlab model ({', '.join(known)})")
             super().__init__()
             if str(device).startswith("cuda") and not torch.cuda.is_available():
                 device = "cpu"  # lm-eval's command line asks for cuda:0 by default; its hf model falls back too
@@ -127,10 +133,34 @@ def main(argv=None) -> None:
 
     sys.argv = ["lm-eval", *args]
     try:
-        cli_evaluate()
-    except GptlabError as e:  # a bad checkpoint path or init_from: one line, as train.py says it
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        check_limit(args)
+        with refused_by("lm-eval", (ValueError,)):  # lm-eval refuses its arguments (tasks, ...) with ValueError
+            cli_evaluate()
+    except GptlabError as e:  # a bad checkpoint path, init_from or argument: one line, as train.py says it
+        print(format_error(str(e)), file=sys.stderr)
+        sys.exit(EXIT_CODE)
+
+
+def check_limit(args: list[str]) -> None:
+    """lm-eval takes any number for --limit and fails deep inside on a negative one."""
+    for i, arg in enumerate(args):
+        if arg == "--limit" and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith("--limit="):
+            value = arg.partition("=")[2]
+        else:
+            continue
+        number = _number(value)
+        if number is None or number < 0:
+            raise GptlabError(f"--limit {value}: expected a number ≥ 0 (examples per task, or a share of them "
+                              f"below 1)")
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 if __name__ == "__main__":
