@@ -40,14 +40,17 @@ class Machine(L.Callback):
         self.now += self.val_seconds
 
 
-def fully_decayed(machine, total):
-    """The learning rate of the last step is the last of the decay: the lowest of the run, one decay step above 0."""
-    return machine.lrs[total - 1] == min(machine.lrs.values()) <= 1.01 * LR / round(0.3 * total)
+def fully_decayed(machine, trainer):
+    """The last step is the last of the decay: its learning rate the lowest of the run, the schedule's next 0."""
+    total = trainer.global_step
+    fn = trainer.lr_scheduler_configs[0].scheduler.lr_lambdas[0]
+    return fn(total) == 0.0 and machine.lrs[total - 1] == min(machine.lrs.values()) < 0.1 * LR
 
 
-def tiny_module(schedule="wsd", min_lr_ratio=0.0):
+def tiny_module(schedule="wsd", min_lr_ratio=0.0, decay_fraction=0.3):
     torch.manual_seed(0)
-    make = (lambda opt: WSD(total_steps=100_000, warmup_steps=3, decay_fraction=0.3, min_lr_ratio=min_lr_ratio)(opt)
+    make = (lambda opt: WSD(total_steps=100_000, warmup_steps=3, decay_fraction=decay_fraction,
+                            min_lr_ratio=min_lr_ratio)(opt)
             ) if schedule == "wsd" else (lambda opt: Cosine(total_steps=100_000, warmup_steps=3,
                                                             min_lr_ratio=min_lr_ratio)(opt))
     return GPTLitModule(model={"vocab_size": 64, "block_size": 8, "n_layer": 1, "n_head": 1, "n_embd": 16},
@@ -61,7 +64,8 @@ def loader(n=4096):
 
 
 def fit(tmp_path, machine, budget_seconds=30.0, schedule="wsd", ckpt_path=None, deterministic=False,
-        max_steps=100_000, run_time=None, val_every=None, extra=(), progress_bar=False, **budget):
+        max_steps=100_000, run_time=None, val_every=None, extra=(), progress_bar=False, decay_fraction=0.3,
+        **budget):
     budget = TimeBudget(max_time={"seconds": budget_seconds} if budget_seconds else None,
                         run_time={"seconds": run_time} if run_time else None, final_batches=1.0,
                         skip_steps=2, measure_steps=5, reserve=0.02, clock=machine.clock, started=machine.now,
@@ -73,7 +77,8 @@ def fit(tmp_path, machine, budget_seconds=30.0, schedule="wsd", ckpt_path=None, 
                         enable_progress_bar=progress_bar, enable_model_summary=False, num_sanity_val_steps=0,
                         limit_val_batches=2 if val_every else 0, val_check_interval=val_every,
                         deterministic=deterministic, default_root_dir=tmp_path)
-    trainer.fit(tiny_module(schedule), train_dataloaders=loader(), ckpt_path=ckpt_path, **val)
+    trainer.fit(tiny_module(schedule, decay_fraction=decay_fraction), train_dataloaders=loader(),
+                ckpt_path=ckpt_path, **val)
     return trainer, budget
 
 
@@ -94,7 +99,7 @@ def test_the_budget_becomes_the_step_where_training_and_the_decay_end(tmp_path, 
     expected = 30.0 * 0.98 / seconds  # the whole budget, less the reserve
     assert trainer.global_step == budget.total_steps == pytest.approx(expected, rel=0.05)
     assert machine.now - 1000.0 <= 30.0  # it ended within the budget
-    assert fully_decayed(machine, budget.total_steps)  # the decay ends at the last step
+    assert fully_decayed(machine, trainer)  # the decay ends at the last step
 
 
 def test_a_machine_that_slows_down_half_way_still_ends_on_its_plan_fully_decayed(tmp_path):
@@ -103,7 +108,21 @@ def test_a_machine_that_slows_down_half_way_still_ends_on_its_plan_fully_decayed
     # 10 s at 0.1 s, then ~19.4 s at 0.2 s: ~197 steps, where the first plan (at full speed) said ~294
     assert trainer.global_step == budget.total_steps == pytest.approx(100 + 19.4 / 0.2, rel=0.05)
     assert machine.now - 1000.0 <= 30.0
-    assert fully_decayed(machine, budget.total_steps)
+    assert fully_decayed(machine, trainer)
+    lrs = [machine.lrs[s] for s in sorted(machine.lrs)]
+    assert all(b <= a + 1e-12 for a, b in zip(lrs[3:], lrs[4:], strict=False))  # no jump up after the warmup
+
+
+@pytest.mark.parametrize("slow_from", [150, 250])  # as the decay begins (half-way), and deep into it
+def test_a_machine_that_slows_down_during_the_decay_bends_it_to_the_new_end(tmp_path, slow_from):
+    """decay_fraction 0.5 (the default run's): the decay under way goes on from the learning rate it has reached,
+    straight to the new end, which comes earlier than the first plan's ~294."""
+    machine = Machine(lambda step: 0.1 if step < slow_from else 0.2)
+    trainer, budget = fit(tmp_path, machine, decay_fraction=0.5)
+    assert trainer.global_step == budget.total_steps == pytest.approx(slow_from + (29.4 - slow_from / 10) / 0.2,
+                                                                      rel=0.03)
+    assert machine.now - 1000.0 <= 30.0
+    assert fully_decayed(machine, trainer)
     lrs = [machine.lrs[s] for s in sorted(machine.lrs)]
     assert all(b <= a + 1e-12 for a, b in zip(lrs[3:], lrs[4:], strict=False))  # no jump up after the warmup
 
@@ -137,7 +156,7 @@ def test_a_resumed_run_goes_on_with_its_plan_and_the_time_it_has_left(tmp_path):
     trainer, budget = fit(tmp_path / "b", second, ckpt_path=tmp_path / "a" / "step=100.ckpt")
     assert budget.trained == pytest.approx(10.0 + (second.now - 1000.0), abs=0.5)
     assert trainer.global_step == budget.total_steps == pytest.approx(100 + (29.4 - 10.0) / 0.2, rel=0.05)
-    assert fully_decayed(second, budget.total_steps)
+    assert fully_decayed(second, trainer)
 
 
 def test_a_resumed_run_under_another_budget_goes_back_to_max_steps(tmp_path):

@@ -4,10 +4,11 @@ The learning-rate schedule is a function of the step alone (schedulers.py), so t
 training and the schedule's decay end. Rank 0 times the training steps (validations left out) every
 `measure_steps` steps and works out how many more fit before the deadline, keeping back the validations still to
 come and a `reserve` share of the time left; every rank gets its count (a broadcast), so DDP replicas stay
-identical. The end moves until the schedule's decay begins (with warmup-stable-decay, the last part of the run;
-with cosine, from the end of the warmup: only the first plan), so a machine that speeds up or slows down half-way
-still ends on its plan with the learning rate fully decayed. The plan and the training time spent are stored in
-the checkpoint, so a resumed run goes on with them.
+identical. The end keeps moving to the last measurement; the schedule bends from the current step on, never
+changing a learning rate already used (schedulers.WarmupDecay.move_end: a linear decay under way goes on from
+where it is to the new end), so a machine that speeds up or slows down half-way still ends on its plan with the
+learning rate fully decayed. A cosine decay cannot bend: its first plan, made before it begins, stands. The plan
+and the training time spent are stored in the checkpoint, so a resumed run goes on with them.
 
 Two deadlines: `max_time` (trainer.max_time, Lightning's meaning) for training and its validations, where
 Lightning's Timer stops training as a guard; and `run_time` for the whole command from its start, which keeps back
@@ -31,11 +32,15 @@ from gptlab.training.schedulers import WarmupDecay
 log = logging.getLogger(__name__)
 
 
-def set_total_steps(trainer, total_steps: int) -> None:
-    """End training at `total_steps`, and every step-based schedule's decay there too."""
+def set_total_steps(trainer, total_steps: int, step: int | None = None) -> None:
+    """End training at `total_steps`, and every step-based schedule's decay there too: from `step` on (the
+    learning rates before it, used already, unchanged), or from the start (a run about to begin)."""
     trainer.fit_loop.epoch_loop.max_steps = total_steps
     for fn in schedules(trainer):
-        fn.total_steps = total_steps
+        if step is None:
+            fn.total_steps = total_steps
+        else:
+            fn.move_end(total_steps, step)
 
 
 def schedules(trainer) -> list[WarmupDecay]:
@@ -117,8 +122,8 @@ class TimeBudget(components.TimeBudget, L.Callback):
     def on_train_start(self, trainer, pl_module):
         self._fit_start, self._first_step, self._window = self.clock(), trainer.global_step, None
         self._cap = trainer.max_steps  # the configured trainer.max_steps: the plan never goes past it
-        if self.active and self.total_steps is not None:  # resumed: a plan whose decay has begun stands; another
-            set_total_steps(trainer, self.total_steps if self.fixed else self._cap)  # is made again on this machine
+        if self.active and self.total_steps is not None:  # resumed: its plan, re-planned from here on this machine
+            set_total_steps(trainer, self.total_steps)
         elif self._stale is not None and trainer.max_steps > 0:
             log.warning("resumed from a run whose time budget planned %d steps; this run's budget differs: its "
                         "schedule ends at trainer.max_steps=%d instead", self._stale, trainer.max_steps)
@@ -158,10 +163,10 @@ class TimeBudget(components.TimeBudget, L.Callback):
     # --- the plan
 
     def replan(self, trainer, step: int, now: float) -> None:
-        """Move the last step to what fits before the deadline, on every rank; once the decay has begun, the plan
-        stands."""
+        """Move the last step to what fits before the deadline, on every rank (the schedule bends from `step` on:
+        WarmupDecay.move_end); once a cosine decay has begun, the plan stands."""
         fns = schedules(trainer)
-        if self.fixed or (self.total_steps is not None and fns and step >= min(f.decay_start() for f in fns)):
+        if self.fixed or (self.total_steps is not None and not all(f.movable(step) for f in fns)):
             self.fixed = True
             return
         fit = steps_that_fit(self.seconds_left(trainer, now), step, self.per_step, self.per_validation(trainer),
@@ -170,12 +175,9 @@ class TimeBudget(components.TimeBudget, L.Callback):
         if self._cap > 0:
             total = min(total, self._cap)
         total = int(trainer.strategy.broadcast(total, src=0))  # rank 0's measurement decides for every rank
-        if fns:  # never into a decay that would have begun already: the learning rate would jump
-            total = max(total, next((t for t in range(total, 2 * total + 2)
-                                     if min(f.decay_start(t) for f in fns) >= step), total))
         moved = self.total_steps is None or abs(total - self.total_steps) > 0.01 * self.total_steps
         self.total_steps = total
-        set_total_steps(trainer, total)
+        set_total_steps(trainer, total, step)
         if moved and trainer.is_global_zero:
             log.info("time budget: %d steps (%.3f s a step, %.0f s left; the decay begins at step %d)", total,
                      self.per_step, self.seconds_left(trainer, now), min((f.decay_start() for f in fns),

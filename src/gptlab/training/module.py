@@ -201,7 +201,10 @@ class GPTLitModule(L.LightningModule):
             state, new = saved_scheds[0], scheduler.state_dict()
             for old_fn, new_fn in zip(state.get("lr_lambdas", []), new.get("lr_lambdas", []), strict=False):
                 changed |= {f"scheduler.{k}" for k in new_fn if k != "total_steps" and old_fn.get(k) != new_fn[k]}
-            state.update(base_lrs=new["base_lrs"], lr_lambdas=new["lr_lambdas"])  # the end step: a budget moves it
+            # the config's schedule; a time budget's plan (the end step) and where it bent the decay stay the run's
+            lambdas = [{**fn, "anchor": old.get("anchor")} if "anchor" in old else fn
+                       for fn, old in zip(new["lr_lambdas"], state.get("lr_lambdas", []), strict=False)]
+            state.update(base_lrs=new["base_lrs"], lr_lambdas=lambdas or new["lr_lambdas"])
             for saved, fn, base in zip(groups, scheduler.lr_lambdas, new["base_lrs"], strict=True):
                 saved["lr"] = base * fn(state["last_epoch"])
             state["_last_lr"] = [g["lr"] for g in groups]

@@ -15,11 +15,16 @@ from gptlab.config import components
 class WarmupDecay:
     """The factor at a step: linear warmup over warmup_steps (at most half the run, so short runs still decay),
     then a decay to min_lr_ratio at total_steps, then min_lr_ratio. cosine and linear decay from the end of the
-    warmup; wsd (warmup-stable-decay) holds the peak and decays linearly over the last decay_fraction of the run,
-    so its end can move (a time budget re-plans it) without touching the learning rates already used. An object
-    rather than a closure so that LambdaLR saves its fields, total_steps included, in the checkpoint."""
+    warmup; wsd (warmup-stable-decay) holds the peak and decays linearly over the last decay_fraction of the run.
+    An object rather than a closure so that LambdaLR saves its fields, total_steps included, in the checkpoint.
+
+    The end can move while the run goes (a time budget re-plans it: `move_end`) without touching the learning
+    rates already used: before the decay begins, it moves the decay with it; once the decay has begun, a linear
+    decay goes on from the factor reached (`anchor`: that step and factor) straight to the new end. A cosine
+    decay cannot bend that way: its end is fixed once it begins (`movable`)."""
 
     decay_fraction = 1.0  # cosine and linear; also what a checkpoint of before wsd holds
+    anchor = None  # (step, factor): where a linear decay re-planned late goes on from
 
     def __init__(self, shape, total_steps, warmup_steps, min_lr_ratio, decay_fraction=None):
         self.shape, self.total_steps, self.min_lr_ratio = shape, int(total_steps), float(min_lr_ratio)
@@ -34,10 +39,26 @@ class WarmupDecay:
             return self.warmup_steps
         return max(self.warmup_steps, total - round(self.decay_fraction * total))
 
+    def movable(self, step: int) -> bool:
+        """Whether the end can still move at `step` without a jump in the learning rate."""
+        return self.shape != "cosine" or step < self.decay_start()
+
+    def move_end(self, total_steps: int, step: int) -> None:
+        """End the decay at total_steps instead, the factors of the steps before `step` (those used) unchanged.
+        Where the decay would have begun by `step` (it had, or the new end brings its start before `step`), it goes
+        on linearly from the factor of `step` to the new end."""
+        if step > self.warmup_steps and min(self.decay_start(), self.decay_start(total_steps)) <= step:
+            self.anchor = (int(step), float(self(step)))
+        self.total_steps = int(total_steps)
+
     def __call__(self, step):
         warmup = self.warmup_steps
         if step < warmup:
             return (step + 1) / (warmup + 1)
+        if self.anchor is not None and step >= self.anchor[0]:
+            start, factor = self.anchor
+            progress = min(max((step - start) / max(self.total_steps - start, 1), 0.0), 1.0)
+            return factor - (factor - self.min_lr_ratio) * progress
         start = self.decay_start()
         progress = min(max((step - start) / max(self.total_steps - start, 1), 0.0), 1.0)
         if self.shape == "cosine":
