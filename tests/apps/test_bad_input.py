@@ -46,6 +46,12 @@ def test_mistakes_that_gave_tracebacks_or_pointed_elsewhere_give_one_line(tmp_pa
         ("train", ["logger=wandb"], {"WANDB_MODE": "garbage"}, "WANDB_MODE=garbage (environment): expected one of"),
         ("train", [f"hydra.run.dir={a_file}/run"], {}, f"cannot create the run directory {a_file}/run: Not a "
                                                         f"directory (hydra.run.dir)"),
+        ("train", ["model.n_embd=65536"], {}, "model: training it takes about"),  # (the allocator's traceback)
+        ("train", ["trainer.num_nodes=2"], {}, "trainer.num_nodes=2, but nothing started this run on several "
+                                               "nodes: it would wait for the other nodes forever"),
+        ("train", ["logger=wandb", "logger.wandb.offline=false"],
+         {"WANDB_API_KEY": "k" * 40, "WANDB_BASE_URL": "http://127.0.0.1:9"},  # minutes of retries, a traceback
+         "logger.wandb.offline=false: http://127.0.0.1:9 cannot be reached from this machine"),
         ("eval", ["ckpt_path=x.ckpt", "device=cuda"], {"CUDA_VISIBLE_DEVICES": ""},
          "device=cuda but this machine has no CUDA GPU"),
         ("generate", ["ckpt_path=x.ckpt", "device=cuda"], {"CUDA_VISIBLE_DEVICES": ""},

@@ -1,8 +1,9 @@
 import csv
+import dataclasses
 import re
 
 import pytest
-from conftest import TINY, run_train
+from conftest import REPO, TINY, run_train
 
 
 def test_train_writes_checkpoints_metrics_and_a_summary(tiny_run):
@@ -37,3 +38,24 @@ def test_bf16_mixed_and_gpt_mini_on_one_device(tmp_path, token_cache_dir):
     assert "precision bf16-mixed" in proc.stdout
     assert re.search(r"tokens/s, MFU \d+\.\d%", proc.stdout)  # against the peak FLOP/s given
     assert "6 layers × 192 wide" in proc.stdout
+
+
+def test_a_model_far_too_slow_for_its_budget_is_said_before_it_starts(caplog, tmp_path):
+    """model.n_layer=200 fits in memory, but a step takes seconds: a tenth of its 2,000 steps would not fit."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from gptlab.apps.train import check_resources, model_config
+
+    with initialize_config_dir(str(REPO / "conf"), version_base=None):
+        cfg = compose("train", overrides=["model.n_layer=200", "paths.cache_dir=null", f"paths.output_dir={tmp_path}"])
+    trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
+    with caplog.at_level("WARNING", logger="gptlab.apps.train"):
+        check_resources(cfg, trainer, model_config(cfg, 50257))
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert re.fullmatch(r"model \(1\d\d M parameters\): about [\d,.]+ s a training step on this machine \(at 30% "
+                        r"of its peak FLOP/s\); only ~\d+ of its 2000 steps fit in its time budget", line), line
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="gptlab.apps.train"):  # the default model's 4 layers: not a word
+        check_resources(cfg, trainer, dataclasses.replace(model_config(cfg, 50257), n_layer=4))
+    assert caplog.records == []

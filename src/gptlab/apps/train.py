@@ -17,8 +17,10 @@ from omegaconf import DictConfig, OmegaConf
 from gptlab.apps.results.result import write_result
 from gptlab.apps.runtime.multirun import hydra_job
 from gptlab.config.cli import describe, refused_by
-from gptlab.config.declare import signature_refusal
+from gptlab.config.declare import Duration, signature_refusal
+from gptlab.config.run import process_count
 from gptlab.config.validate import declaration_of, validate
+from gptlab.errors import GptlabError
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +62,63 @@ def check(cfg: DictConfig) -> None:
     trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
     check_trainer_machine(trainer.get("accelerator", "auto"), trainer.get("devices", "auto"),
                           trainer.get("precision", "auto"))
+    if int(trainer.get("num_nodes") or 1) > 1:
+        from gptlab.apps.runtime.distributed import ranks_started_outside
+
+        if not ranks_started_outside():  # Lightning would start this node's processes and wait for the others
+            raise GptlabError(f"trainer.num_nodes={trainer['num_nodes']}, but nothing started this run on several "
+                              f"nodes: it would wait for the other nodes forever. Start it on each node with "
+                              f"torchrun or srun (README: Scaling out), or set trainer.num_nodes=1")
+    from gptlab.data.tokenizer import Tokenizer
+
+    config = model_config(cfg, Tokenizer(cfg.data.tokenizer, cfg.data.data_dir).vocab_size)  # as build() has it
     if cfg.model.get("init_from"):  # GPT-2 weights: found (or downloaded) and of the model's sizes, now
-        from gptlab.data.tokenizer import Tokenizer
         from gptlab.model.hf import check as check_pretrained
 
-        vocab = Tokenizer(cfg.data.tokenizer, cfg.data.data_dir).vocab_size  # as build() sets it
-        check_pretrained(cfg.model.init_from, model_config(cfg, vocab), "model.init_from")
+        check_pretrained(cfg.model.init_from, config, "model.init_from")
+    check_resources(cfg, trainer, config)
+
+
+def check_resources(cfg: DictConfig, trainer: dict, config) -> None:
+    """Before any of it is allocated: the training memory the model takes (its estimate refused in one line when
+    the device has not that much free), and a warning when its steps are far too slow for the run's budget."""
+    from gptlab.model.memory import GIB, free_bytes, training_cost
+    from gptlab.model.precision import resolve_precision, trainer_device
+
+    device = trainer_device(trainer.get("accelerator", "auto"))
+    precision = resolve_precision(trainer.get("precision", "auto"), trainer.get("accelerator", "auto"))
+    processes = process_count(trainer.get("devices", "auto"), 1) or 1
+    shards = processes * int(trainer.get("num_nodes") or 1) if "fsdp" in str(trainer.get("strategy")) else 1
+    batch = int(cfg.data.batch_size)
+    cost = training_cost(config, batch, 4 if precision.startswith(("32", "64")) else 2, shards)
+    on_machine = cost.bytes * (processes if device.type == "cpu" else 1)  # CPU processes share one memory
+    free = free_bytes(device)
+    if free is not None and on_machine > free:
+        where = "this GPU has" if device.type == "cuda" else "this machine has"
+        each = f" × {processes} processes" if device.type == "cpu" and processes > 1 else ""
+        raise GptlabError(
+            f"model: training it takes about {on_machine / GIB:,.1f} GiB and {where} {free / GIB:,.1f} GiB free "
+            f"({cost.params / 1e6:,.0f}M parameters: {cost.state_bytes / GIB:,.1f} GiB of weights, gradients and "
+            f"optimizer state; {cost.activation_bytes / GIB:,.1f} GiB of activations at data.batch_size={batch} × "
+            f"model.block_size={config.block_size}{each}). Use a smaller model or data.batch_size, or trainer=fsdp")
+    steps, tokens = int(trainer.get("max_steps") or 0), batch * config.block_size * int(
+        trainer.get("accumulate_grad_batches") or 1)
+    if steps <= 0 or cost.flops_per_token * tokens * steps < 1e15:  # minutes at most anywhere: not worth a look
+        return
+    from gptlab.training.flops import peak_flops
+
+    peak, _ = peak_flops(device, precision, cfg.paths.get("cache_dir"))
+    budget = Duration.seconds(trainer.get("max_time")) or Duration.seconds(
+        OmegaConf.select(cfg, "callbacks.time_budget.run_time", default=None))
+    if not peak:
+        return
+    per_step = cost.flops_per_token * tokens / (0.3 * peak)  # 30% of the peak: what the best runs here reach
+    fit = (budget or 24 * 3600) / per_step
+    if fit < steps / 10:
+        where = f"only ~{int(fit)} of its {steps} steps fit in its time budget" if budget else \
+            f"its {steps} steps take ~{per_step * steps / 3600:,.0f} hours"
+        log.warning("model (%s M parameters): about %s s a training step on this machine (at 30%% of its peak "
+                    "FLOP/s); %s", f"{cost.params / 1e6:,.0f}", f"{per_step:,.1f}", where)
 
 
 def prepare(cfg: DictConfig):
@@ -225,7 +278,8 @@ def print_summary(cfg, module, trainer, val, test, ckpt, seconds):
         if f"{name}/ppl" in m:
             lines.append(f"{name:<10} ppl {m[f'{name}/ppl']:.2f}   loss {m[f'{name}/loss']:.4f}   "
                          f"word ppl {m.get(f'{name}/word_ppl', float('nan')):.2f}   "
-                         f"bits/byte {m.get(f'{name}/bpb', float('nan')):.4f}   acc {m[f'{name}/acc']:.4f}")
+                         f"bits/byte {m.get(f'{name}/bpb', float('nan')):.4f}   acc {m[f'{name}/acc']:.4f}   "
+                         f"over {int(m[f'{name}/tokens']):,} tokens")
     lines.append(f"checkpoint {ckpt or '(none written)'}")
     lines.append(f"outputs    {cfg.paths.output_dir}")
     print("\n".join(["", "gptlab summary", *("  " + line for line in lines)]), flush=True)

@@ -98,11 +98,18 @@ def inference_device(device, precision) -> torch.device:
     return dev
 
 
+def trainer_device(accelerator) -> torch.device:
+    """The kind of device a training config's trainer.accelerator trains on here (its first one)."""
+    cuda = torch.cuda.is_available()
+    on_gpu = str(accelerator) in ("gpu", "cuda") or (str(accelerator) == "auto" and cuda)
+    return torch.device("cuda", 0) if on_gpu else torch.device("cpu")
+
+
 def check_trainer_machine(accelerator, devices, precision) -> None:
     """The device kind and count a training config asks for exist here, and the precision is one they run."""
     cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
     accelerator = str(accelerator)
-    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and cuda > 0)
+    on_gpu = trainer_device(accelerator).type == "cuda"
     if accelerator in ("gpu", "cuda") and cuda == 0:
         raise GptlabError(f"trainer.accelerator={accelerator} but this machine has no CUDA GPU: use "
                           f"trainer.accelerator=auto or cpu")
