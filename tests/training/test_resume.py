@@ -269,7 +269,7 @@ def train_losses(run_dir: Path) -> dict[int, str]:
 def test_a_resume_trains_with_the_changed_lr_and_end_step(tmp_path, token_cache_dir, deterministic_torch, caplog):
     """resume with optimizer.lr and trainer.max_steps changed: the schedule is rebuilt from the new values (not the
     checkpoint's), from the step it resumes at, and one line says so."""
-    short = ["trainer.max_steps=8", "trainer.log_every_n_steps=1", "scheduler.warmup_steps=2"]
+    short = ["trainer.max_steps=8", "trainer.log_every_n_steps=1", "scheduler=cosine", "scheduler.warmup_steps=2"]
     ckpt = fit_in_process(tmp_path, token_cache_dir, *short)
     with caplog.at_level("INFO", logger="gptlab.training.module"):
         fit_in_process(tmp_path, token_cache_dir, *short, "trainer.max_steps=12", "optimizer.lr=0.05",
