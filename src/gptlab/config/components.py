@@ -65,8 +65,8 @@ class TimeBudget:
     final_batches: int | Fraction = key(help="how much of each split the final validation and test score "
                                              "(final_limit_batches): a number of batches or a share", ge=1)
     skip_steps: int = key(help="start-up steps left out of the timing", ge=0, le=COUNT_MAX)
-    measure_steps: int = key(help="training steps per measurement of their speed: the plan is revised after "
-                                  "each", **SIZE)
+    measure_steps: int = key(help="training steps per measurement of their speed (fewer when they take over 2% "
+                                  "of the budget): the plan is revised after each", **SIZE)
     reserve: float = key(help="share of the time left kept back for steps that slow down", ge=0, le=0.9)
 
     __post_init__ = _check

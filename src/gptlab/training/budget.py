@@ -2,13 +2,14 @@
 
 The learning-rate schedule is a function of the step alone (schedulers.py), so the budget moves the step where
 training and the schedule's decay end. Rank 0 times the training steps (validations left out) every
-`measure_steps` steps and works out how many more fit before the deadline, keeping back the validations still to
-come and a `reserve` share of the time left; every rank gets its count (a broadcast), so DDP replicas stay
-identical. The end keeps moving to the last measurement; the schedule bends from the current step on, never
-changing a learning rate already used (schedulers.WarmupDecay.move_end: a linear decay under way goes on from
-where it is to the new end), so a machine that speeds up or slows down half-way still ends on its plan with the
-learning rate fully decayed. A cosine decay cannot bend: its first plan, made before it begins, stands. The plan
-and the training time spent are stored in the checkpoint, so a resumed run goes on with them.
+`measure_steps` steps (sooner when they take longer than 2% of the budget) and works out how many more fit
+before the deadline, keeping back the validations still to come and a `reserve` share of the time left; every
+rank gets its count (a broadcast), so DDP replicas stay identical. The end keeps moving to the last
+measurement; the schedule bends from the current step on, never changing a learning rate already used
+(schedulers.WarmupDecay.move_end: a linear decay under way goes on from where it is to the new end), so a machine
+that speeds up or slows down half-way still ends on its plan with the learning rate fully decayed. A cosine decay
+cannot bend: its first plan, made before it begins, stands. The plan and the training time spent are stored in
+the checkpoint, so a resumed run goes on with them.
 
 Two deadlines: `max_time` (trainer.max_time, Lightning's meaning) for training and its validations, where
 Lightning's Timer stops training as a guard; and `run_time` for the whole command from its start, which keeps back
@@ -149,7 +150,11 @@ class TimeBudget(components.TimeBudget, L.Callback):
                 self._window, self._excluded = (step, now), 0.0
             return
         steps = step - self._window[0]
-        if steps < self.measure_steps:
+        due = steps >= self.measure_steps or (steps >= 2 and now - self._window[1] - self._excluded >=
+                                              self.longest_window())
+        if trainer.world_size > 1:  # rank 0's clock decides for every rank: re-planning is a collective
+            due = bool(trainer.strategy.broadcast(due, src=0))
+        if not due:
             return
         self.per_step = (now - self._window[1] - self._excluded) / steps
         self._window, self._excluded = (step, now), 0.0
@@ -179,9 +184,16 @@ class TimeBudget(components.TimeBudget, L.Callback):
         self.total_steps = total
         set_total_steps(trainer, total, step)
         if moved and trainer.is_global_zero:
-            log.info("time budget: %d steps (%.3f s a step, %.0f s left; the decay begins at step %d)", total,
-                     self.per_step, self.seconds_left(trainer, now), min((f.decay_start() for f in fns),
-                                                                           default=total))
+            bent = [f.anchor[0] for f in fns if f.anchor]
+            decay = f"the decay bent at step {max(bent)} to end there" if bent else \
+                f"the decay begins at step {min((f.decay_start() for f in fns), default=total)}"
+            log.info("time budget: %d steps (%.3f s a step, %.0f s left; %s)", total, self.per_step,
+                     self.seconds_left(trainer, now), decay)
+
+    def longest_window(self) -> float:
+        """Seconds after which a measurement ends even short of measure_steps steps (2 at least): 2% of the budget,
+        so that a machine that becomes many times slower is re-planned for within seconds, not 25 slow steps."""
+        return 0.02 * min(t for t in (self.budget, self.whole) if t)
 
     def seconds_left(self, trainer, now: float) -> float:
         """Seconds left for training: to max_time (training so far counted, a resumed run's too), and to run_time
