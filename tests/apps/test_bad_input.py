@@ -114,5 +114,5 @@ def test_broken_data_is_refused_before_training(tmp_path, data_copy, token_cache
     else:
         assert line == (f"error: {bad} holds 0 tokens, too few for one window of data.block_size + 1 = 129: it is "
                         f"empty or cut short")
-    assert not (run_dir / "checkpoints").exists() and not (run_dir / "csv" / "metrics.csv").exists()
+    assert not run_dir.exists(), sorted(run_dir.rglob("*"))  # refused after the config check: nothing left either
     assert "Epoch" not in proc.stdout + proc.stderr  # no training step ran

@@ -23,15 +23,20 @@ RUN = [
 ]
 
 
-def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(capsys, monkeypatch, tmp_path,
-                                                                          token_cache_dir):
-    monkeypatch.setattr(sys, "argv", ["train.py", *RUN, f"hydra.run.dir={tmp_path}",
-                                      f"paths.cache_dir={token_cache_dir}"])
+def error_line(capsys, monkeypatch, *args: str) -> str:
+    """`python train.py args...` in this process: it fails with one error line and exit code 2; that line."""
+    monkeypatch.setattr(sys, "argv", ["train.py", *args])
     with pytest.raises(SystemExit) as stop:
         runpy.run_path(str(REPO / "train.py"), run_name="__main__")
     err = capsys.readouterr().err
     assert stop.value.code == 2 and "Traceback" not in err
     (line,) = [line for line in err.splitlines() if line.startswith("error: ")]
+    return line
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(capsys, monkeypatch, tmp_path,
+                                                                          token_cache_dir):
+    line = error_line(capsys, monkeypatch, *RUN, f"hydra.run.dir={tmp_path}", f"paths.cache_dir={token_cache_dir}")
     assert line.startswith("error: training loss is NaN or Inf at step 5 (epoch 1, batch 0); stopped before the "
                            "optimizer step, so the weights are not updated and the checkpoints already written are "
                            "kept.")
@@ -62,13 +67,7 @@ def test_a_diverged_run_is_an_error_at_its_validation_never_a_score(capsys, monk
     token: its loss is NaN, an error naming the step (torchmetrics would drop the NaNs and log a loss of 0)."""
     run = [*RUN[:-1], "optimizer.lr=1e9", "optimizer.adamw_lr=1e9", "callbacks.nan_guard.action=skip",
            "trainer.limit_val_batches=2", "trainer.val_check_interval=3", "callbacks.model_checkpoint=null"]
-    monkeypatch.setattr(sys, "argv", ["train.py", *run, f"hydra.run.dir={tmp_path}",
-                                      f"paths.cache_dir={token_cache_dir}"])
-    with pytest.raises(SystemExit) as stop:
-        runpy.run_path(str(REPO / "train.py"), run_name="__main__")
-    err = capsys.readouterr().err
-    assert stop.value.code == 2 and "Traceback" not in err
-    (line,) = [line for line in err.splitlines() if line.startswith("error: ")]
+    line = error_line(capsys, monkeypatch, *run, f"hydra.run.dir={tmp_path}", f"paths.cache_dir={token_cache_dir}")
     assert line.startswith("error: validation loss is NaN or Inf at step 3: the weights have diverged, so no score "
                            "is logged and no checkpoint is chosen on it.")
     assert not (tmp_path / "result.json").exists() or "completed" not in (tmp_path / "result.json").read_text()

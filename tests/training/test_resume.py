@@ -184,15 +184,16 @@ def test_run_killed_then_preempted_resumes_to_identical_weights(tmp_path, token_
     assert_same_state(ckpt, finished(), steps=21)
 
 
-class SigtermAtStep(L.Callback):
-    """Sends this process a real SIGTERM at the end of training step `step`, as a cluster's preemption would."""
+class SignalAtStep(L.Callback):
+    """Sends this process a real signal at the end of training step `step`: SIGTERM as a cluster's preemption
+    does, SIGINT as Ctrl-C in a terminal does."""
 
-    def __init__(self, step):
-        self.step = step
+    def __init__(self, signum, step):
+        self.signum, self.step = signum, step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), self.signum)
 
 
 def fit_in_process(out_dir: Path, cache_dir: Path, *overrides: str, callbacks=()):
@@ -219,23 +220,12 @@ def test_preempted_run_resumes_mid_epoch_to_identical_weights(tmp_path, token_ca
     short = "trainer.max_steps=8"
     reference = fit_in_process(tmp_path / "reference", token_cache_dir, short)
     with pytest.raises(SystemExit) as stop:
-        fit_in_process(tmp_path / "run", token_cache_dir, short, callbacks=[SigtermAtStep(5)])
+        fit_in_process(tmp_path / "run", token_cache_dir, short, callbacks=[SignalAtStep(signal.SIGTERM, 5)])
     assert stop.value.code == 143
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     assert load_checkpoint(ckpt)["global_step"] == 5
     assert fit_in_process(tmp_path / "run", token_cache_dir, short, f"ckpt_path={ckpt}") == ckpt
     assert_same_state(ckpt, reference, steps=8)
-
-
-class CtrlCAtStep(L.Callback):
-    """Sends this process a real SIGINT (what Ctrl-C in a terminal sends) at the end of training step `step`."""
-
-    def __init__(self, step):
-        self.step = step
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGINT)
 
 
 @pytest.mark.full
@@ -244,7 +234,7 @@ def test_ctrl_c_saves_and_the_run_resumes_to_identical_weights(tmp_path, token_c
     short = ["trainer.max_steps=8", "trainer.log_every_n_steps=1"]
     reference = fit_in_process(tmp_path / "reference", token_cache_dir, *short)
     with pytest.raises(SystemExit) as stop:
-        fit_in_process(tmp_path / "run", token_cache_dir, *short, callbacks=[CtrlCAtStep(5)])
+        fit_in_process(tmp_path / "run", token_cache_dir, *short, callbacks=[SignalAtStep(signal.SIGINT, 5)])
     assert stop.value.code == 130  # 128 + SIGINT
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
