@@ -44,13 +44,27 @@ def run(cfg: DictConfig) -> float | None:
             write_result(job["output_dir"], "failed", overrides=job["overrides"], error=f"{type(e).__name__}: {e}")
         if job["sweep_dir"] is None:
             raise
-        log.exception("job failed: %s", " ".join(job["overrides"]))
+        log_failed_job(job, e)
         return None
     finally:
         if "wandb" in sys.modules:  # a W&B run may be open: close it, marked failed after an error
             from gptlab.apps.runtime.wandb import finish_wandb
 
             finish_wandb(failed)
+
+
+def log_failed_job(job: dict, error: Exception) -> None:
+    """A failed job of a multirun: one line on the console, naming its log; the traceback in that log only (a bug's
+    traceback in the middle of the sweep's output would bury the table; a user's mistake needs none)."""
+    files = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+    where = f"; its traceback: {files[0].baseFilename}" if files and describe(error) is None else ""
+    log.error("job failed: %s (%s: %s%s)", " ".join(job["overrides"]), type(error).__name__,
+              str(error).splitlines()[0] if str(error) else "", where)
+    if where:
+        record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "traceback of the job above", (),
+                                sys.exc_info())
+        for handler in files:
+            handler.handle(record)
 
 
 def check(cfg: DictConfig) -> None:
