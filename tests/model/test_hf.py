@@ -101,6 +101,12 @@ def test_wrong_sizes_a_missing_tensor_a_wrong_shape_and_offline_hub_names_are_re
         save_file({k: v.contiguous() for k, v in broken.items()}, str(d / "model.safetensors"))
         with pytest.raises(GptlabError, match=message.replace("(", r"\(").replace(")", r"\)")):
             ours(d)
+    cut = tmp_path / "cut"  # a download cut short
+    cut.mkdir()
+    (cut / "config.json").write_text((hf_dir / "config.json").read_text())
+    (cut / "model.safetensors").write_bytes((hf_dir / "model.safetensors").read_bytes()[:100_000])
+    with pytest.raises(GptlabError, match=f"^{cut}/model.safetensors: not a whole safetensors file"):
+        ours(cut)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf-home")}
     proc = subprocess.run([sys.executable, str(REPO / "eval.py"), "init_from=gpt2", f"hydra.run.dir={tmp_path / 'e'}"],
                           cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
@@ -135,6 +141,13 @@ def test_export_loads_in_transformers_with_the_same_logits_and_tokenizer(tiny_ru
                             f"ckpt_path={tiny_run / 'checkpoints' / 'last.ckpt'}", f"out={out}"], cwd=REPO,
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "exists and is not empty" in again.stderr
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    nowhere = subprocess.run([sys.executable, "-m", "gptlab.apps.export",  # before the checkpoint is read
+                              f"ckpt_path={tiny_run / 'checkpoints' / 'last.ckpt'}", f"out={a_file}/export"],
+                             cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert nowhere.returncode == 2 and nowhere.stderr.strip() == (
+        f"error: out={a_file}/export: cannot be created, {a_file} is a file")
 
 
 @pytest.mark.full

@@ -166,7 +166,7 @@ def _source(key, raw) -> str:
 # --- the machine, without torch
 
 
-_OUTPUT_KEYS = ("dirpath", "save_dir", "path", "report", "out_dir", "default_root_dir")
+_OUTPUT_KEYS = ("dirpath", "save_dir", "path", "report", "out_dir", "out", "default_root_dir")
 
 
 def environment(cfg: DictConfig, app: str) -> None:

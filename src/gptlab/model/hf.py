@@ -67,10 +67,14 @@ def read_weights(directory) -> dict[str, torch.Tensor]:
     d = Path(directory)
     if (d / "model.safetensors").is_file():
         try:
+            from safetensors import SafetensorError
             from safetensors.torch import load_file
         except ImportError as e:
             raise GptlabError(f"{d}/model.safetensors needs safetensors: pip install -e '.[hf]'") from e
-        return load_file(str(d / "model.safetensors"))
+        try:
+            return load_file(str(d / "model.safetensors"))
+        except SafetensorError as e:  # cut short by a download or a copy, or not safetensors at all
+            raise GptlabError(f"{d}/model.safetensors: not a whole safetensors file ({e}): download it again") from e
     if (d / "pytorch_model.bin").is_file():
         return torch.load(d / "pytorch_model.bin", map_location="cpu", weights_only=True)
     raise GptlabError(f"{d}: no model.safetensors or pytorch_model.bin")
