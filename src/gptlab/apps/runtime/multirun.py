@@ -65,19 +65,9 @@ class Sweep(Callback):
         os.environ[SWEPT_KEYS_ENV] = ",".join(swept_keys(config))  # inherited by launchers' job processes
 
     def on_multirun_end(self, config, **kwargs):
-        self.end(self.table(config))
-
-    @staticmethod
-    def table(config) -> list[dict]:
-        """Print the table of every job and draw the sweep's figures; the table's rows."""
         print(f"\nsweep summary: {config.hydra.sweep.dir}", flush=True)
         rows = summarize(Path(config.hydra.sweep.dir))
         print_plots(Path(config.hydra.sweep.dir))
-        return rows
-
-    @staticmethod
-    def end(rows: list[dict]) -> None:
-        """Exit with status 1 and one line when a job failed."""
         failed = [r["job"] for r in rows if r["status"] != "completed"]
         if failed:
             # SystemExit passes through Hydra, which turns callbacks' exceptions into warnings
