@@ -139,9 +139,14 @@ def discard_refused_run(output_dir, since: float) -> bool:
     new = [p for p in files if p.stat().st_mtime >= since]
     whole = all(p in new and (p.relative_to(d).parts[0] == ".hydra" or (p.parent == d and p.suffix == ".log"))
                 for p in files)
-    # in a directory that was not new: this run's config, and a log it created (empty: it was refused at once)
-    for p in files if whole else [p for p in new if p.relative_to(d).parts[0] == ".hydra" or (
-            p.parent == d and p.suffix == ".log" and p.stat().st_size == 0)]:
+    # in a directory that was not new: this run's config folder (.hydra/resumed-<time>), and a log it created
+    # (empty: it was refused at once)
+    def this_runs(p):
+        parts = p.relative_to(d).parts
+        return (len(parts) > 2 and parts[0] == ".hydra" and parts[1].startswith("resumed-")) or (
+            len(parts) == 1 and p.suffix == ".log" and p.stat().st_size == 0)
+
+    for p in files if whole else [p for p in new if this_runs(p)]:
         p.unlink()
     dirs = [p for p in d.rglob("*") if p.is_dir() and (whole or p.relative_to(d).parts[0] == ".hydra")]
     for sub in sorted(dirs, key=lambda p: -len(p.parts)):  # the deepest first
