@@ -235,10 +235,10 @@ def test_odd_but_valid_values_get_one_warning_line_each(tmp_path):
         "trainer.val_check_interval=5000 is longer than the run (trainer.max_steps=2000): no validation until the end",
     ]
     assert validate(composed("train", tmp_path), "train") == []
-    longer = composed("train", tmp_path, "trainer.max_time=00:00:20:00", "callbacks.time_budget.run_time={minutes: 10}")
+    longer = composed("train", tmp_path, "trainer.max_time=00:00:20:00", "run_time={minutes: 10}")
     assert validate(longer, "train") == [
-        "trainer.max_time=00:00:20:00 is not shorter than callbacks.time_budget.run_time={'minutes': 10}, which "
-        "ends the whole run first; set callbacks.time_budget.run_time=null to train for trainer.max_time"]
+        "trainer.max_time=00:00:20:00 is not shorter than run_time={'minutes': 10}, which "
+        "ends the whole run first; set run_time=null to train for trainer.max_time"]
 
 
 def test_files_and_directories_are_checked_before_anything_runs(tmp_path, monkeypatch):

@@ -45,6 +45,9 @@ class TrainConfig:
     ckpt_path: str | None = key(None, "continue training from this checkpoint")
     resume: bool = key(False, "continue the latest run named ${name} (its directory, last.ckpt and W&B run); "
                               "none yet: start one")
+    run_time: Duration | None = key(None, "the whole command, from its start, ends by then: training ends early "
+                                          "enough for the final validation and test too (callbacks.time_budget); "
+                                          "null: no limit")
     final_limit_batches: int | Fraction = key(1.0, "batches (a whole number) or share (a fraction) of the final "
                                                    "validation and test; 1.0: the full splits", ge=1)
     global_batch_tokens: int | None = key(None, "tokens per optimizer step; set, accumulate_grad_batches = it / "
@@ -175,11 +178,11 @@ def train_rules(get) -> list[str]:
                         f"rate never reaches optimizer.lr")
     if get("optimizer.lr") == 0:
         warnings.append("optimizer.lr=0: the weights will not change")
-    max_time, run_time = get("trainer.max_time"), get("callbacks.time_budget.run_time")
+    max_time, run_time = get("trainer.max_time"), get("run_time")
     if get("callbacks.time_budget") and max_time and run_time and Duration.seconds(max_time) >= Duration.seconds(
             run_time):
-        warnings.append(f"trainer.max_time={show(max_time)} is not shorter than callbacks.time_budget.run_time="
-                        f"{show(run_time)}, which ends the whole run first; set callbacks.time_budget.run_time=null "
+        warnings.append(f"trainer.max_time={show(max_time)} is not shorter than run_time="
+                        f"{show(run_time)}, which ends the whole run first; set run_time=null "
                         f"to train for trainer.max_time")
     interval = get("trainer.val_check_interval")
     if isinstance(interval, int) and not isinstance(interval, bool) and max_steps and 0 < max_steps < interval:

@@ -64,7 +64,7 @@ def holds_a_run(output_dir) -> bool:
 
 
 # What a run directory holds (and Hydra's log, <job>.log): a directory holding anything else is not a run's
-RUN_FILES = {".hydra", "checkpoints", "csv", "wandb", "result.json", "samples.txt", "wandb_run_id"}
+RUN_FILES = {".hydra", "checkpoints", "csv", "wandb", "result.json", "samples.txt", "wandb_run_id", "plots"}
 
 
 def foreign_files(output_dir) -> list[str]:
