@@ -3,6 +3,7 @@ config walked with bad values, gptlab's keys with values made from their own dec
 the wrong kind, a choice that is not one), then the cases users found, one by one."""
 
 import copy
+import re
 import json
 import typing
 
@@ -251,6 +252,20 @@ def test_files_and_directories_are_checked_before_anything_runs(tmp_path, monkey
     with pytest.raises(GptlabError, match=f"callbacks.sample_text.path={a_file}/samples.txt: cannot be created, "
                                           f"{a_file} is a file"):
         validate(cfg, "train")
+    a_dir = tmp_path / "dir"
+    a_dir.mkdir()
+    (tmp_path / "plots").write_text("x")  # where the figures of a run in tmp_path would go
+    for app, override, error in [  # every command's output location, before its work
+        ("plot", f"dir={tmp_path}", f"out={tmp_path}/plots: cannot be created, {tmp_path}/plots is a file"),
+        ("sweep", f"csv={a_file}/summary.csv", f"csv={a_file}/summary.csv: cannot be created, {a_file} is a file"),
+        ("eval", f"report={a_dir}", f"report={a_dir} is a directory: expected a file to write"),
+        ("generate", f"out_dir={a_file}/preds", f"out_dir={a_file}/preds: cannot be created, {a_file} is a file"),
+        ("export", f"out={a_file}", f"out={a_file}: cannot be created, {a_file} is a file"),
+    ]:
+        required = {"sweep": [f"dir={tmp_path}"], "eval": ["ckpt_path=x.ckpt"], "generate": ["ckpt_path=x.ckpt"],
+                    "export": ["ckpt_path=x.ckpt"]}.get(app, [])
+        with pytest.raises(GptlabError, match=re.escape(error)):
+            validate(composed(app, tmp_path, *required, override), app)
     cfg = composed("train", tmp_path, "logger=wandb")
     monkeypatch.setenv("WANDB_MODE", "garbage")
     with pytest.raises(GptlabError, match="WANDB_MODE=garbage .environment.: expected one of online, offline"):

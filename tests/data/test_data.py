@@ -3,6 +3,7 @@ import hashlib
 import http.server
 import logging
 import os
+import re
 import shutil
 import socket
 import threading
@@ -210,6 +211,13 @@ def test_second_setup_reuses_the_cache(tmp_path, caplog):
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
     assert np.array_equal(second.ids("valid"), first.ids("valid"))
     assert second.stats["valid"] == first.stats["valid"]
+
+
+def test_a_cache_that_cannot_be_written_is_named(tmp_path):
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(GptlabError, match=re.escape(f"data.cache_dir={tmp_path}/a_file/cache: cannot write the "
+                                                    f"token cache there (Not a directory)")):
+        _valid_dm(tmp_path / "a_file" / "cache").prepare_data()
 
 
 def _truncate(path: Path):

@@ -1,5 +1,5 @@
 """`python -m gptlab.apps.plot dir=<run or multirun directory>`: the figures of a run (<dir>/plots/curves.png) or of a
-multirun (<dir>/plots/sweep.png and one per job), drawn by results/figures.py (conf/plot.yaml; the keys:
+multirun (<dir>/plots/sweep.png and one per job; `out=` another folder), drawn by results/figures.py (conf/plot.yaml; the keys:
 gptlab/config/run.py, PlotConfig)."""
 
 from gptlab.config.cli import command
@@ -10,7 +10,7 @@ def run(cfg) -> list:
     validate(cfg, "plot")
     from gptlab.apps.results.figures import write_pngs
 
-    files = write_pngs(cfg.dir)
+    files = write_pngs(cfg.dir, cfg.out)
     for file in files:
         print(file)
     return files

@@ -130,6 +130,7 @@ class ExportConfig:
 @dataclass(kw_only=True)
 class PlotConfig:
     dir: str = key(help="a run directory (outputs/runs/<name>/<time>) or a multirun's (outputs/multiruns/<time>)")
+    out: str = key("${dir}/plots", "the folder the figures are written into")
 
 
 @dataclass(kw_only=True)

@@ -166,7 +166,8 @@ def _source(key, raw) -> str:
 # --- the machine, without torch
 
 
-_OUTPUT_KEYS = ("dirpath", "save_dir", "path", "report", "out_dir", "out", "default_root_dir")
+_OUTPUT_FILES = ("path", "report", "csv")  # output keys that name a file; the others name a directory
+_OUTPUT_KEYS = ("dirpath", "save_dir", "out_dir", "out", "default_root_dir", *_OUTPUT_FILES)
 
 
 def environment(cfg: DictConfig, app: str) -> None:
@@ -191,7 +192,10 @@ def environment(cfg: DictConfig, app: str) -> None:
 def _check_creatable(key: str, value: str) -> None:
     """A directory or file that will be written: its nearest existing ancestor is a writable directory."""
     path = Path(value).expanduser().absolute()
-    parent = path if key.rsplit(".", 1)[-1] not in ("path", "report") else path.parent
+    is_file = key.rsplit(".", 1)[-1] in _OUTPUT_FILES
+    if is_file and path.is_dir():
+        raise GptlabError(f"{key}={value} is a directory: expected a file to write")
+    parent = path.parent if is_file else path
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():

@@ -114,8 +114,12 @@ def load_or_build(
                           f"Give a WikiText-2 file saved as UTF-8") from None
     ids = encode_text(tokenizer, text, id_dtype(tokenizer.vocab_size))
     stats = text_stats(data, tokens=len(ids))
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(npy, lambda f: np.save(f, ids))
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        _write_atomic(npy, lambda f: np.save(f, ids))
+    except OSError as e:  # a cache that is only read is fine; one that must be built needs a writable folder
+        raise GptlabError(f"data.cache_dir={cache_dir}: cannot write the token cache there ({e.strerror}); give a "
+                          f"writable directory (or GPTLAB_CACHE_DIR)") from None
     sidecar = {
         "format": CACHE_FORMAT,
         "source": str(source),

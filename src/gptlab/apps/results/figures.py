@@ -124,12 +124,12 @@ def _short(text: str, n: int = 48) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def write_pngs(path) -> list[Path]:
-    """The figures of the run or multirun at `path`, as PNGs under <path>/plots/; returns their paths."""
+def write_pngs(path, out=None) -> list[Path]:
+    """The figures of the run or multirun at `path`, as PNGs in `out` (None: <path>/plots/); returns their paths."""
     plt = _plt()
     runs = load_runs(path)
-    out = Path(path) / "plots"
-    out.mkdir(exist_ok=True)
+    out = Path(out or Path(path) / "plots")
+    out.mkdir(parents=True, exist_ok=True)
     written = []
     if len(runs) == 1 and runs[0].dir == Path(path):
         figures = [(run_figure(runs[0]), out / "curves.png")]
