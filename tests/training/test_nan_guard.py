@@ -12,7 +12,10 @@ from conftest import REPO
 from hydra import compose, initialize_config_dir
 
 from gptlab.apps.train import build
+from gptlab.data import IGNORE_INDEX
+from gptlab.errors import GptlabError
 from gptlab.model.checkpoint import load_checkpoint
+from gptlab.training.module import GPTLitModule
 from gptlab.training.resilience import NanGuard
 
 RUN = [
@@ -71,3 +74,16 @@ def test_a_diverged_run_is_an_error_at_its_validation_never_a_score(capsys, monk
     assert line.startswith("error: validation loss is NaN or Inf at step 3: the weights have diverged, so no score "
                            "is logged and no checkpoint is chosen on it.")
     assert not (tmp_path / "result.json").exists() or "completed" not in (tmp_path / "result.json").read_text()
+
+
+def test_a_validation_over_no_tokens_is_an_error_never_an_empty_score(tmp_path):
+    """Every target masked (IGNORE_INDEX, as padding is): the sums are 0 and 0; no 0/0 score, nothing to choose a
+    checkpoint on."""
+    module = GPTLitModule(model={"vocab_size": 64, "block_size": 8, "n_layer": 1, "n_head": 2, "n_embd": 16})
+    x = torch.randint(0, 64, (4, 8))
+    batches = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, torch.full_like(x, IGNORE_INDEX)),
+                                          batch_size=2)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    with pytest.raises(GptlabError, match="validation at step 0 scored no tokens: check trainer.limit_val_batches"):
+        trainer.validate(module, batches, verbose=False)
+    assert "val/loss" not in trainer.callback_metrics

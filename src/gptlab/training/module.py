@@ -141,17 +141,19 @@ class GPTLitModule(L.LightningModule):
     def _eval_epoch_end(self, split):
         sums = [getattr(self, f"{split}_{k}") for k in ("nll", "count", "correct")]
         nll, count, correct = (m.compute().item() for m in sums)  # summed over processes
+        name = "validation" if split == "val" else "test"
         if not math.isfinite(nll):  # a score over every token or none: never one that left the NaNs out
-            name = "validation" if split == "val" else "test"
             raise NonFiniteLossError(f"{name} loss is NaN or Inf at step {self.trainer.global_step}: the weights have "
                                      f"diverged, so no score is logged and no checkpoint is chosen on it. Lower "
                                      f"optimizer.lr, or check trainer.gradient_clip_val and trainer.precision")
-        if count > 0:
-            metrics = lm_metrics(nll, count, self.split_stats.get(split))
-            metrics["acc"] = correct / count  # token top-1 accuracy
-            metrics["tokens"] = count
-            # values are already reduced across processes: log them as they are on every rank
-            self.log_dict({f"{split}/{k}": float(v) for k, v in metrics.items()}, sync_dist=False, prog_bar=False)
+        if count == 0:  # an empty score would be 0/0, or a best checkpoint chosen on a metric left unlogged
+            raise GptlabError(f"{name} at step {self.trainer.global_step} scored no tokens: check "
+                              f"trainer.limit_{split}_batches and the {name} split")
+        metrics = lm_metrics(nll, count, self.split_stats.get(split))
+        metrics["acc"] = correct / count  # token top-1 accuracy
+        metrics["tokens"] = count
+        # values are already reduced across processes: log them as they are on every rank
+        self.log_dict({f"{split}/{k}": float(v) for k, v in metrics.items()}, sync_dist=False, prog_bar=False)
         for m in sums:
             m.reset()
 
