@@ -63,6 +63,7 @@ def test_failed_job_is_listed_its_wandb_run_finished_and_the_sweep_exits_nonzero
     table = proc.stdout[proc.stdout.index("sweep summary"):]
     assert "failed (NonFiniteLossError: training loss is NaN or Inf at step 2" in table
     assert "completed" in table
+    assert f"  job 0: {sweep_dir / '0' / 'train.log'}" in table.splitlines()  # where the failed job's story is
     assert read_offline_run(sweep_dir / "0")["exit_code"] == 1
     done = read_offline_run(sweep_dir / "1")
     assert done["exit_code"] == 0 and any("test/ppl" in row for row in done["history"])

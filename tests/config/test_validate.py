@@ -3,8 +3,8 @@ config walked with bad values, gptlab's keys with values made from their own dec
 the wrong kind, a choice that is not one), then the cases users found, one by one."""
 
 import copy
-import re
 import json
+import re
 import typing
 
 import pytest

@@ -1,6 +1,6 @@
 """`python -m gptlab.apps.plot dir=<run or multirun directory>`: the figures of a run (<dir>/plots/curves.png) or of a
-multirun (<dir>/plots/sweep.png and one per job; `out=` another folder), drawn by results/figures.py (conf/plot.yaml; the keys:
-gptlab/config/run.py, PlotConfig)."""
+multirun (<dir>/plots/sweep.png and one per job), or into `out=<folder>`, drawn by results/figures.py (conf/plot.yaml;
+the keys: gptlab/config/run.py, PlotConfig)."""
 
 from gptlab.config.cli import command
 from gptlab.config.validate import validate

@@ -50,6 +50,7 @@ def read_job(job_dir: Path, sweep_dir: Path) -> dict:
         "status": result["status"],
         "error": result.get("error") or "",
         "dir": str(job_dir),
+        "log": next((str(p) for p in sorted(job_dir.glob("*.log"))), None),  # Hydra's job log: train.log
     }
 
 
@@ -91,15 +92,16 @@ def format_table(rows: list[dict]) -> str:
     if done:
         best = min(done, key=lambda r: r["val_ppl"])
         lines.append(f"best val ppl {best['val_ppl']:.2f}: job {best['job']}")
-    failed = sum(r["status"] != "completed" for r in rows)
-    lines.append(f"{len(rows)} jobs, {len(rows) - failed} completed, {failed} failed or without a result")
+    failed = [r for r in rows if r["status"] != "completed"]
+    lines.append(f"{len(rows)} jobs, {len(rows) - len(failed)} completed, {len(failed)} failed or without a result")
+    lines += [f"  job {r['job']}: {r['log']}" for r in failed if r.get("log")]  # where the job says what went wrong
     return "\n".join(lines)
 
 
 def write_csv(rows: list[dict], path) -> Path:
     path = Path(path)
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=[*COLUMNS, "error", "dir"])
+        writer = csv.DictWriter(f, fieldnames=[*COLUMNS, "error", "dir", "log"])
         writer.writeheader()
         writer.writerows(rows)
     return path
