@@ -118,3 +118,14 @@ def test_optuna_sweep_of_three_trials_reports_the_best_value_and_parameters(tmp_
     assert f"Best value: {best['best_value']}" in proc.stdout + proc.stderr
     assert "3 jobs, 3 completed, 0 failed" in proc.stdout
 
+
+
+@pytest.mark.full
+def test_optuna_study_whose_every_trial_fails_ends_with_the_table_and_one_line(tmp_path, token_cache_dir):
+    sweep_dir = tmp_path / "sweep"
+    proc = multirun(sweep_dir, "+sweep=optuna", "hydra.sweeper.n_trials=2", *SWEEP_TINY, "logger=csv",
+                    "callbacks.nan_guard.inject_at_step=2", cache_dir=token_cache_dir)
+    assert proc.returncode == 1, explain(proc)
+    assert "Traceback" not in proc.stdout + proc.stderr and "No trials are completed" not in proc.stderr
+    assert "2 jobs, 0 completed, 2 failed or without a result" in proc.stdout
+    assert proc.stderr.rstrip().endswith("2 of 2 jobs failed: 0, 1")

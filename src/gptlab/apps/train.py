@@ -8,6 +8,7 @@ command answers in about a second.
 """
 
 import logging
+import math
 import sys
 import time
 
@@ -25,11 +26,13 @@ from gptlab.errors import GptlabError
 log = logging.getLogger(__name__)
 
 
-def run(cfg: DictConfig) -> float | None:
+def run(cfg: DictConfig) -> float:
     """Train and evaluate; returns the validation perplexity (the value a sweeper minimises). The W&B run is
     closed after every job, also a failed one. In a multirun a failed job is recorded in its result.json and
-    returns None (an Optuna trial counts as failed), so the other jobs still run; the Sweep callback
-    (runtime/multirun.py) lists every job at the end and exits non-zero. A single run raises."""
+    returns inf, so the other jobs still run; the Sweep callback (runtime/multirun.py) lists every job at the end
+    and exits non-zero. inf, not a failed Optuna trial: TPE learns that a diverging learning rate is a bad one, and
+    a study whose every trial failed ends with the table, not with the plugin's "No trials are completed yet".
+    A single run raises."""
     failed = True
     try:
         check(cfg)
@@ -45,7 +48,7 @@ def run(cfg: DictConfig) -> float | None:
         if job["sweep_dir"] is None:
             raise
         log_failed_job(job, e)
-        return None
+        return math.inf
     finally:
         if "wandb" in sys.modules:  # a W&B run may be open: close it, marked failed after an error
             from gptlab.apps.runtime.wandb import finish_wandb
