@@ -35,7 +35,7 @@ def train_multirun(sweep_dir, *overrides, cache_dir, env=None):
 def sweep(tmp_path_factory, token_cache_dir):
     """A 2-job multirun (two learning rates), logged to CSV and offline W&B."""
     sweep_dir = tmp_path_factory.mktemp("nb") / "sweep"
-    proc = train_multirun(sweep_dir, "optimizer.lr=1e-3,3e-3", *JOB, "logger=[csv,wandb]", cache_dir=token_cache_dir)
+    proc = train_multirun(sweep_dir, "optimizer.lr=1e-3,3e-3", *JOB, "logger=wandb", cache_dir=token_cache_dir)
     return sweep_dir, proc
 
 

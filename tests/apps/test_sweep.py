@@ -48,7 +48,7 @@ def failing_sweep(tmp_path_factory, token_cache_dir):
     """Two jobs: the first fails once training has started (a NaN loss at step 2: the NaN guard stops it), after
     its W&B run has begun. Both watch gradients."""
     sweep_dir = tmp_path_factory.mktemp("failing") / "sweep"
-    proc = multirun(sweep_dir, "callbacks.nan_guard.inject_at_step=2,null", *SWEEP_TINY, "logger=[csv,wandb]",
+    proc = multirun(sweep_dir, "callbacks.nan_guard.inject_at_step=2,null", *SWEEP_TINY, "logger=wandb",
                     "logger.wandb.watch=gradients", "logger.wandb.watch_log_freq=1", cache_dir=token_cache_dir)
     return sweep_dir, proc
 

@@ -24,7 +24,7 @@ SWEEP_TINY = [
 
 def multirun(sweep_dir: Path, *overrides: str, cache_dir: Path, timeout: float = 600):
     """`python train.py -m ...` as a user runs it, with W&B offline; returns the CompletedProcess."""
-    env = {**os.environ, "GPTLAB_CACHE_DIR": str(cache_dir), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    env = {**os.environ, "GPTLAB_CACHE_DIR": str(cache_dir), "WANDB_MODE": "offline"}
     cmd = [sys.executable, str(REPO / "train.py"), "-m", f"hydra.sweep.dir={sweep_dir}", *overrides]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -132,7 +132,7 @@ def grid_sweep(tmp_path_factory, token_cache_dir):
 @pytest.mark.full
 def test_grid_sweep_makes_one_offline_wandb_run_per_job(grid_sweep):
     sweep_dir, proc = grid_sweep
-    jobs = sorted(d for d in sweep_dir.iterdir() if d.is_dir())
+    jobs = sorted(d for d in sweep_dir.iterdir() if d.is_dir() and d.name != "plots")
     assert [d.name for d in jobs] == ["0", "1", "2", "3"]
     runs = [read_offline_run(d) for d in jobs]
     assert len({r["run_id"] for r in runs}) == 4
@@ -149,6 +149,9 @@ def test_grid_sweep_makes_one_offline_wandb_run_per_job(grid_sweep):
     for job, run in zip(jobs, runs, strict=True):
         config = flatten(run["config"])
         assert config["trainer.max_steps"] == 4 and config["data.batch_size"] == 2
+        result = json.loads((job / "result.json").read_text())
+        assert config["trainer.precision"] == result["precision"] in ("32-true", "bf16-mixed")  # not auto
+        assert (job / "csv" / "metrics.csv").is_file()  # logger=wandb keeps the CSV beside it
         configs.append({k: v for k, v in config.items() if not str(v).startswith(str(job)) and v != run["run_id"]
                         and not k.startswith("_wandb")})
     keys = set().union(*configs)
@@ -157,6 +160,10 @@ def test_grid_sweep_makes_one_offline_wandb_run_per_job(grid_sweep):
     assert [(c["model.n_layer"], c["optimizer.lr"]) for c in configs] == [(1, 0.001), (1, 0.003), (2, 0.001),
                                                                            (2, 0.003)]
     assert "4 jobs, 4 completed, 0 failed" in proc.stdout
+    # W&B says one line a run, not its banner, history and footer
+    synced = [line for line in (proc.stdout + proc.stderr).splitlines() if "wandb sync" in line]
+    assert len(synced) == 4 and all(" finished: wandb sync " in line for line in synced)
+    assert "wandb:" not in proc.stdout + proc.stderr
 
 
 @pytest.mark.slow

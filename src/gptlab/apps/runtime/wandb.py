@@ -124,6 +124,9 @@ class WandbLogger(LightningWandbLogger):
         if job["sweep_dir"] is not None:
             name = name_from_overrides(job["overrides"], job["swept_keys"]) or name
             group = group or Path(job["sweep_dir"]).name
+        # wandb's ~35 lines a run (banner, history, summary, sync hint) repeat what gptlab's summary says and bury a
+        # sweep's own output: silent, and finish_wandb says in one line where the run went
+        kwargs.setdefault("settings", {"silent": True})
         mode = online_or_offline(wandb_mode(offline), offline)
         if mode is not None:
             kwargs["mode"] = mode  # not Lightning's `offline`, which refuses log_model (artifacts sync later)
@@ -131,6 +134,8 @@ class WandbLogger(LightningWandbLogger):
             if kwargs.get(key) is None:
                 kwargs.pop(key, None)
         super().__init__(name=name, group=group, **kwargs)
+        if getattr(self, "_wandb_init", {}).get("anonymous", 0) is None:  # Lightning passes anonymous=None to
+            del self._wandb_init["anonymous"]  # wandb.init, which warns that the setting is going away
         self.watch_what, self.watch_log_freq, self.watched = watch, watch_log_freq, False
 
     def log_graph(self, model, input_array=None):
@@ -148,12 +153,19 @@ def log_config_to_wandb(trainer, cfg: DictConfig):
     if not loggers or not trainer.is_global_zero:
         return
     config = OmegaConf.to_container(cfg, resolve=True)
+    config["trainer"]["precision"] = trainer.precision  # what runs, not `auto`
     for logger in loggers:
         logger.experiment.config.update(config, allow_val_change=True)
 
 
 def finish_wandb(failed: bool = False):
-    """Close the active W&B run, marking it failed after an error, so the next job of a sweep starts its own."""
+    """Close the active W&B run, marking it failed after an error, so the next job of a sweep starts its own; a
+    silent run (a multirun's job) says in one line where it went."""
     wandb = sys.modules.get("wandb")  # never imported: no run to finish
-    if wandb is not None and wandb.run is not None:
-        wandb.finish(exit_code=1 if failed else 0)
+    if wandb is None or wandb.run is None:
+        return
+    run = wandb.run
+    wandb.finish(exit_code=1 if failed else 0)
+    if run.settings.silent:
+        where = f"wandb sync {run.settings.sync_dir}" if run.settings.mode == "offline" else run.url
+        log.info("W&B run %s %s: %s", run.name, "failed" if failed else "finished", where)
