@@ -10,6 +10,7 @@
 """
 
 import logging
+import os
 import random
 import signal
 import sys
@@ -109,6 +110,27 @@ class ResumeCheckpoint(components.ResumeCheckpoint, L.Callback):
             return
         trainer.save_checkpoint(self.path, weights_only=False)  # the full state: optimizer, loops, callbacks
         self._saved_step, self._last_time = trainer.global_step, self.clock()
+        if trainer.is_global_zero:
+            self._share_with_best(trainer)
+
+    def _share_with_best(self, trainer):
+        """When the best checkpoint was written at this same step it holds the same weights: one file on disk for
+        both names, a hard link to last.ckpt (the one with the later state). A later last.ckpt is a new file
+        (written atomically), so the best stays as it was."""
+        for cb in trainer.checkpoint_callbacks:
+            best = Path(getattr(cb, "best_model_path", "") or "")
+            # Lightning's record of the step its ModelCheckpoint last saved at
+            if getattr(cb, "_last_global_step_saved", None) != trainer.global_step or not best.is_file():
+                continue
+            if best.resolve() == self.path.resolve() or best.stat().st_ino == self.path.stat().st_ino:
+                continue
+            tmp = best.with_name(f".{best.name}.link.tmp")
+            try:
+                tmp.unlink(missing_ok=True)
+                os.link(self.path, tmp)
+                os.replace(tmp, best)
+            except OSError:  # a filesystem without hard links: two files, as before
+                tmp.unlink(missing_ok=True)
 
 
 def step_seed(seed: int, epoch: int, batch_idx: int, rank: int) -> int:
