@@ -57,9 +57,11 @@ def run_train(run_dir: Path, *overrides: str, cache_dir: Path | None = None, tim
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, token_cache_dir) -> Path:
     """The run directory of one tiny real training run (gpt_nano, 6 steps), shared by the tests that need a
-    trained checkpoint: <dir>/checkpoints/last.ckpt, <dir>/csv/metrics.csv."""
+    trained checkpoint: <dir>/checkpoints/last.ckpt, <dir>/csv/metrics.csv. What it printed is kept beside it,
+    in <dir>.console."""
     run_dir = tmp_path_factory.mktemp("tiny-run")
-    run_train(run_dir, *TINY, cache_dir=token_cache_dir)
+    proc = run_train(run_dir, *TINY, cache_dir=token_cache_dir)
+    run_dir.with_suffix(".console").write_text(proc.stdout + proc.stderr)
     return run_dir
 
 

@@ -7,8 +7,11 @@ from conftest import REPO, TINY, run_train
 
 
 def test_train_writes_checkpoints_metrics_and_a_summary(tiny_run):
-    assert (tiny_run / "checkpoints" / "last.ckpt").is_file()
-    assert any(p.name.startswith("step") for p in (tiny_run / "checkpoints").iterdir())
+    last = tiny_run / "checkpoints" / "last.ckpt"
+    assert last.is_file()
+    (best,) = [p for p in (tiny_run / "checkpoints").iterdir() if p.name.startswith("step")]
+    assert best.name.startswith("step6-")  # validated at steps 3 and 6: the last is the best, and one file
+    assert best.samefile(last) and last.stat().st_nlink == 2
     rows = list(csv.DictReader(open(tiny_run / "csv" / "metrics.csv")))
     val_ppl = [float(r["val/ppl"]) for r in rows if r.get("val/ppl")]
     test_ppl = [float(r["test/ppl"]) for r in rows if r.get("test/ppl")]
@@ -19,6 +22,19 @@ def test_train_writes_checkpoints_metrics_and_a_summary(tiny_run):
     # a line per validation in train.log, to follow a run under nohup or SLURM with tail -f
     assert re.findall(r"step (\d)/6 · val ppl [\d.]+ · ", (tiny_run / "train.log").read_text()) == \
         ["3", "6"]
+
+
+def test_a_quiet_start_and_a_summary_that_ends_with_the_next_commands(tiny_run):
+    console = tiny_run.with_suffix(".console").read_text()
+    for noise in ("litlogger", "LeafSpec", "Total FLOPs", "SumMetric", "model summary"):
+        assert noise not in console, noise
+    assert re.search(r"training 3\.3\dM parameters from step 0 to 6, precision \S+, 1 process\n", console)
+    best = next((tiny_run / "checkpoints").glob("step6-*.ckpt"))
+    summary = console[console.index("gptlab summary"):].splitlines()
+    assert summary[-4:] == [f"  next       python generate.py ckpt_path={best} prompt='The history of'",
+                            f"             python eval.py ckpt_path={best}",
+                            f"             python -m gptlab.apps.plot dir={tiny_run}",
+                            f"             python -m gptlab.apps.export ckpt_path={best} out={tiny_run}/hf"]
 
 
 @pytest.mark.full

@@ -11,6 +11,8 @@ import logging
 import math
 import sys
 import time
+import warnings
+from pathlib import Path
 
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -173,6 +175,7 @@ def build(cfg: DictConfig):
 
     if logging.getLogger().hasHandlers():  # Hydra's log handlers (console, train.log) already print every record:
         logging.getLogger("lightning").handlers.clear()  # not Lightning's own console handler a second time
+    quiet_libraries()
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")
     dm = component(cfg.data, "data")
@@ -184,6 +187,20 @@ def build(cfg: DictConfig):
     distributed.configure_batch(cfg, dm, trainer)  # global_batch_tokens -> gradient accumulation
     distributed.check_cpu_processes(trainer)
     return dm, module, trainer
+
+
+def quiet_libraries() -> None:
+    """Leave out what other libraries print at every start that tells a gptlab user nothing: Lightning's
+    advertisement for its cloud logger, and torch's deprecation of a class Lightning still uses internally."""
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _NoAdvertisement) for f in rank_zero.filters):
+        rank_zero.addFilter(_NoAdvertisement())
+    warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
+
+
+class _NoAdvertisement(logging.Filter):
+    def filter(self, record):
+        return "litlogger" not in str(record.msg)
 
 
 def build_trainer(cfg: DictConfig, parameter_groups):
@@ -258,7 +275,7 @@ def train_and_evaluate(cfg: DictConfig, dm, module, trainer) -> float:
         meter = throughput(trainer)
         print_summary(cfg, module, trainer, val, test, ckpt, time.time() - t0)
         write_result(cfg.paths.output_dir, "completed", {**val, **test}, overrides=hydra_job()["overrides"],
-                     steps=trainer.global_step, seconds=time.time() - t0,
+                     steps=trainer.global_step, seconds=time.time() - t0, precision=trainer.precision,
                      **{"perf/tokens_per_sec": meter.tokens_per_sec if meter else None})
     return val.get("val/ppl", float("nan"))
 
@@ -299,4 +316,19 @@ def print_summary(cfg, module, trainer, val, test, ckpt, seconds):
                          f"over {int(m[f'{name}/tokens']):,} tokens")
     lines.append(f"checkpoint {ckpt or '(none written)'}")
     lines.append(f"outputs    {cfg.paths.output_dir}")
+    lines += next_commands(cfg.paths.output_dir, ckpt, full_head=c.head == "full")
     print("\n".join(["", "gptlab summary", *("  " + line for line in lines)]), flush=True)
+
+
+def next_commands(output_dir, ckpt, full_head: bool) -> list[str]:
+    """What a user does with a finished run, as commands to paste (a W&B run's sync command follows, from
+    finish_wandb)."""
+    last = Path(output_dir) / "checkpoints" / "last.ckpt"
+    ckpt = ckpt or (str(last) if last.is_file() else None)
+    commands = [f"python -m gptlab.apps.plot dir={output_dir}"]
+    if ckpt:
+        commands[:0] = [f"python generate.py ckpt_path={ckpt} prompt='The history of'",
+                        f"python eval.py ckpt_path={ckpt}"]
+        if full_head:  # Hugging Face's GPT-2 has one output matrix: the adaptive head has no counterpart there
+            commands.append(f"python -m gptlab.apps.export ckpt_path={ckpt} out={output_dir}/hf")
+    return [f"{'next' if i == 0 else '':<10} {command}" for i, command in enumerate(commands)]

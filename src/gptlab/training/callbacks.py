@@ -115,8 +115,15 @@ class ProgressLog(L.Callback):
         self.clock = clock
         self.lines: list[str] = []
 
+    def setup(self, trainer, pl_module, stage):
+        self._params = sum(p.numel() for p in pl_module.parameters())  # before FSDP shards them
+
     def on_train_start(self, trainer, pl_module):
         self._start, self._first_step = self.clock(), trainer.global_step
+        if trainer.is_global_zero:  # in place of Lightning's model summary: what is about to run, in one line
+            log.info("training %.2fM parameters from step %d to %s, precision %s, %d process%s",
+                     self._params / 1e6, trainer.global_step, trainer.max_steps if trainer.max_steps > 0 else "the end",
+                     trainer.precision, trainer.world_size, "es" if trainer.world_size > 1 else "")
 
     def on_validation_end(self, trainer, pl_module):
         if trainer.sanity_checking or trainer.state.fn != "fit" or not trainer.is_global_zero:
