@@ -3,6 +3,7 @@ gptlab's own scoring (issue 14)."""
 
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -112,3 +113,22 @@ def test_a_mistake_on_the_command_line_is_one_line(tiny_run, args, expected):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1].startswith(expected)
+
+
+@pytest.mark.full
+def test_lm_eval_with_the_hf_model_on_an_export_gives_the_gptlab_models_scores(tiny_run, tmp_path):
+    """The export's README says `lm_eval --model hf`: it runs (the hf extra brings accelerate) and agrees."""
+    ckpt = tiny_run / "checkpoints" / "last.ckpt"
+    export = subprocess.run([sys.executable, "-m", "gptlab.apps.export", f"ckpt_path={ckpt}",
+                             f"out={tmp_path / 'hf'}"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert export.returncode == 0, export.stderr[-3000:]
+    scores = {}
+    for model, args in (("hf", f"pretrained={tmp_path / 'hf'}"), ("gptlab", f"ckpt_path={ckpt},precision=32-true")):
+        proc = subprocess.run([sys.executable, "-m", "gptlab.apps.lm_eval", "--model", model, "--model_args", args,
+                               "--tasks", "wikitext_gptlab", "--limit", "1", "--output_path", str(tmp_path / model)],
+                              cwd=REPO, capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        (results,) = (tmp_path / model).rglob("results*.json")
+        scores[model] = json.loads(results.read_text())["results"]["wikitext_gptlab"]["word_perplexity,none"]
+    assert scores["hf"] == pytest.approx(scores["gptlab"], rel=1e-4)

@@ -136,6 +136,11 @@ def test_export_loads_in_transformers_with_the_same_logits_and_tokenizer(tiny_ru
     assert tokenizer(text)["input_ids"] == tiktoken.get_encoding("gpt2").encode(text)
     card = (out / "README.md").read_text()
     assert "| val/ppl |" in card and "## Training config" in card and "n_layer: 2" in card
+    assert "${" not in card and f"output_dir: {tiny_run}" in card  # resolved, as the run ran
+    assert "AutoModelForCausalLM.from_pretrained(" in card and "--model hf" in card
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()}["model.safetensors"] == 0o666 & ~umask
     assert json.loads((out / "config.json").read_text())["tie_word_embeddings"] is True
     again = subprocess.run([sys.executable, "-m", "gptlab.apps.export",
                             f"ckpt_path={tiny_run / 'checkpoints' / 'last.ckpt'}", f"out={out}"], cwd=REPO,

@@ -14,6 +14,7 @@ model.head=full to export.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from gptlab.config.cli import command
@@ -50,6 +51,9 @@ def export(ckpt_path, out, overwrite: bool = False) -> Path:
         raise GptlabError("exporting needs safetensors: pip install -e '.[hf]'") from None
     out.mkdir(parents=True, exist_ok=True)
     save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    umask = os.umask(0)  # safetensors writes 0600: give the weights the user's usual permissions, like the rest
+    os.umask(umask)
+    os.chmod(out / "model.safetensors", 0o666 & ~umask)
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     for name, data in gpt2_tokenizer_files().items():
         (out / name).write_bytes(data)
@@ -68,7 +72,17 @@ def model_card(ckpt_path, model, run) -> str:
                                                       "test/word_ppl", "test/bpb") if isinstance(result.get(k), float)]
     from omegaconf import OmegaConf
 
-    config = OmegaConf.to_yaml(run) if run is not None else "(the run's .hydra/config.yaml was not found)\n"
+    if "config" in result:  # resolved, as it ran
+        config = OmegaConf.to_yaml(OmegaConf.create(result["config"]))
+    else:
+        config = OmegaConf.to_yaml(run) if run is not None else "(the run's .hydra/config.yaml was not found)\n"
+    load = ["```python", "from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline", "",
+            'model = AutoModelForCausalLM.from_pretrained("<this folder>")',
+            'tokenizer = AutoTokenizer.from_pretrained("<this folder>")',
+            'print(pipeline("text-generation", model=model, tokenizer=tokenizer)("The history of")[0]'
+            '["generated_text"])', "```", "",
+            "With lm-evaluation-harness (`pip install -e '.[hf]'`): `lm_eval --model hf --model_args "
+            "pretrained=<this folder> --tasks wikitext`", ""]
     return "\n".join([
         "---", "library_name: transformers", "pipeline_tag: text-generation", "datasets: [wikitext]", "---", "",
         f"# A GPT trained with gptlab on WikiText-2 ({model.num_params() / 1e6:.1f}M parameters)", "",
@@ -77,7 +91,7 @@ def model_card(ckpt_path, model, run) -> str:
         "## Scores (the run's final validation and test, its result.json: ppl per GPT-2 token, word ppl per "
         "WikiText word, bits per UTF-8 byte)",
         "", "| metric | value |", "| --- | --- |", *(scores or ["| (no result.json next to the run) | |"]), "",
-        "## Training config", "", "```yaml", config.rstrip(), "```", ""])
+        "## How to load", "", *load, "## Training config", "", "```yaml", config.rstrip(), "```", ""])
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ def _lm_base():
 
 def register() -> type:
     """Register the `gptlab` model class with lm-eval (idempotent); returns it."""
+    import lm_eval.models  # noqa: F401  lm-eval's own models (hf, ...): lazily, once, and only into an empty registry
     from lm_eval.api.registry import model_registry
 
     known = model_registry.get("gptlab", None)

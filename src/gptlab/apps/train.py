@@ -261,7 +261,8 @@ def train_and_evaluate(cfg: DictConfig, dm, module, trainer) -> float:
     t0 = time.time()
     from gptlab.apps.runtime.wandb import log_config_to_wandb
 
-    log_config_to_wandb(trainer, cfg)
+    config = ran_config(cfg, trainer)
+    log_config_to_wandb(trainer, config)
     trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
 
     # Final scores on the full splits, from the best checkpoint when one was written.
@@ -276,8 +277,17 @@ def train_and_evaluate(cfg: DictConfig, dm, module, trainer) -> float:
         print_summary(cfg, module, trainer, val, test, ckpt, time.time() - t0)
         write_result(cfg.paths.output_dir, "completed", {**val, **test}, overrides=hydra_job()["overrides"],
                      steps=trainer.global_step, seconds=time.time() - t0, precision=trainer.precision,
+                     config=config,
                      **{"perf/tokens_per_sec": meter.tokens_per_sec if meter else None})
     return val.get("val/ppl", float("nan"))
+
+
+def ran_config(cfg: DictConfig, trainer) -> dict:
+    """The config as it runs: resolved (.hydra/config.yaml keeps the interpolations, for a resume), with the
+    precision `auto` chose. W&B's run config and result.json's `config`, which the model card of an export shows."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    config["trainer"]["precision"] = trainer.precision
+    return config
 
 
 def throughput(trainer):

@@ -12,7 +12,6 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
-from omegaconf import DictConfig, OmegaConf
 
 from gptlab.apps.results.table import short_value
 from gptlab.apps.runtime.multirun import hydra_job
@@ -147,13 +146,12 @@ class WandbLogger(LightningWandbLogger):
             self.watched = True
 
 
-def log_config_to_wandb(trainer, cfg: DictConfig):
-    """The full resolved run config into each W&B run (Lightning logs only the module's hyperparameters)."""
+def log_config_to_wandb(trainer, config: dict):
+    """The run's full resolved config (train.ran_config) into each W&B run (Lightning logs only the module's
+    hyperparameters)."""
     loggers = [lg for lg in trainer.loggers if isinstance(lg, LightningWandbLogger)]
     if not loggers or not trainer.is_global_zero:
         return
-    config = OmegaConf.to_container(cfg, resolve=True)
-    config["trainer"]["precision"] = trainer.precision  # what runs, not `auto`
     for logger in loggers:
         logger.experiment.config.update(config, allow_val_change=True)
 
