@@ -1,26 +1,8 @@
 """Generate text with a trained GPT: `python generate.py ckpt_path=<checkpoint> prompt="The history of"`; without a
-prompt, one prompt per line from stdin; `task=qa task_file=<jsonl>` scores a task (see conf/generate.yaml)."""
+prompt, one prompt per line from stdin; `task=qa task_file=<jsonl>` scores a task (see conf/generate.yaml). Installed
+(`pip install .`): gptlab-generate."""
 
-from gptlab.apps.runtime.startup import fast_malloc
-
-fast_malloc()  # first: restarts Python once with malloc settings that spare page faults (apps/runtime/startup.py)
-
-import hydra  # noqa: E402
-
-from gptlab.config.cli import clear_errors, refused_runs_leave_nothing  # noqa: E402
-from gptlab.config.compose import setup  # noqa: E402
-
-setup()  # gptlab's schemas and resolvers, before Hydra composes the config
-
-
-@clear_errors  # bad input: one line `error: ...`, exit code 2
-@hydra.main(version_base=None, config_path="conf", config_name="generate")
-def main(cfg):
-    from gptlab.apps.generate import run  # checks the config before it imports torch
-
-    with refused_runs_leave_nothing():  # a single run refused for its input leaves no directory
-        run(cfg)
-
+from gptlab.apps.commands import generate
 
 if __name__ == "__main__":
-    main()
+    generate()  # bad input: one line `error: ...`, exit code 2; a refused single run leaves no directory

@@ -167,12 +167,11 @@ class _WithoutHydraJobLine:
 
 
 def command(name: str, task):
-    """`python -m gptlab.apps.<name> key=value ...`: `task(cfg)` as a Hydra app of conf/<name>.yaml, with the
-    contract above; what train.py, eval.py and generate.py are, for the auxiliary commands."""
+    """`task(cfg)` as a Hydra app of conf/<name>.yaml, with the contract above: every command (train.py, eval.py,
+    generate.py, `python -m gptlab.apps.<name>`, the console scripts of gptlab/apps/commands.py)."""
     import hydra
 
     from gptlab.config.compose import setup
-    from gptlab.config.rundir import repo_root
 
     setup()
 
@@ -180,7 +179,10 @@ def command(name: str, task):
         with refused_runs_leave_nothing():
             return task(cfg)
 
-    return clear_errors(hydra.main(version_base=None, config_path=str(repo_root() / "conf"), config_name=name)(main))
+    return clear_errors(hydra.main(version_base=None, config_path=str(CONF), config_name=name)(main))
+
+
+CONF = Path(__file__).resolve().parent.parent / "conf"  # gptlab/conf: the repository's conf/ (a link) or packaged
 
 
 # --- a refused run leaves nothing
