@@ -9,6 +9,8 @@ PYTHON=${PYTHON:-python3}
 # torch first: left to the dependency resolver, a plain `torch` requirement pulls a multi-GB CUDA build
 .venv/bin/python -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
 .venv/bin/python -m pip install -q -e ".[dev]"
+# the notebooks' kernel, "gptlab (.venv)", for any Jupyter on this machine (not only the venv's own)
+.venv/bin/python -m ipykernel install --user --name gptlab --display-name "gptlab (.venv)" > /dev/null
 # Offline copies of WikiText-2 and the GPT-2 BPE files beside the checkout are used when present (see README)
 if [ ! -e data ] && [ -d ../shared/data/wikitext-2 ]; then
   ln -s ../shared/data data

@@ -3,6 +3,7 @@ on the same directories; an Optuna study kept in SQLite and continued (issue 15)
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -39,15 +40,23 @@ def sweep(tmp_path_factory, token_cache_dir):
     return sweep_dir, proc
 
 
-def execute(name, **variables):
-    """Run notebooks/<name>.ipynb with the given top-cell variables; returns the executed notebook and seconds."""
+def execute(name, env=None, **variables):
+    """Run notebooks/<name>.ipynb in its own kernel (gptlab, which setup registers) with the given values of its
+    parameters cell and environment; returns the executed notebook and seconds."""
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
-    for key, value in variables.items():  # the parameters cell: `KEY = default  # comment` lines
-        lines = nb.cells[1].source.splitlines()
-        nb.cells[1].source = "\n".join(f"{key} = {value!r}" if line.startswith(f"{key} =") else line
-                                       for line in lines)
+    (cell,) = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]  # papermill's parameters cell
+    for key, value in variables.items():  # its `KEY = default  # comment` lines
+        cell.source = "\n".join(f"{key} = {value!r}" if line.startswith(f"{key} =") else line
+                                 for line in cell.source.splitlines())
+    assert nb.metadata.kernelspec.name == "gptlab"
     t0 = time.perf_counter()
-    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
+    saved = dict(os.environ)
+    os.environ.update(env or {})  # the kernel inherits it
+    try:
+        NotebookClient(nb, timeout=600, resources={"metadata": {"path": str(REPO)}}).execute()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
     return nb, time.perf_counter() - t0
 
 
@@ -66,7 +75,7 @@ def test_stored_notebooks_hold_no_outputs():
 
 def test_runs_notebook_on_a_run_and_on_a_multirun(tiny_run, sweep):
     sweep_dir, _ = sweep
-    nb, seconds = execute("runs", RUN=str(tiny_run))
+    nb, seconds = execute("runs", env={"GPTLAB_RUN": str(tiny_run)})  # as `GPTLAB_RUN=<dir> jupyter lab`
     text = "".join(o.text for o in outputs(nb, "stream"))
     assert f"{tiny_run}: 1 run(s)" in text and "--- step 6, val/loss" in text
     assert len([o for o in outputs(nb, "display_data") if "image/png" in o.data]) == 1  # the run's curves
@@ -100,6 +109,12 @@ def test_plot_command_writes_pngs_and_refuses_a_directory_without_metrics(tiny_r
         assert done.returncode == 0, done.stderr
         assert sorted(p.name for p in (path / "plots").iterdir()) == expected
         assert all((path / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for name in expected)
+    figures = tmp_path / "figures"  # for a report: vector figures, elsewhere
+    done = subprocess.run([sys.executable, "-m", "gptlab.apps.plot", f"dir={sweep_dir}", f"out={figures}",
+                           "format=pdf"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in figures.iterdir()) == ["job_0.pdf", "job_1.pdf", "sweep.pdf"]
+    assert all(p.read_bytes()[:5] == b"%PDF-" for p in figures.iterdir())
     empty = tmp_path / "empty"
     empty.mkdir()
     done = subprocess.run([sys.executable, "-m", "gptlab.apps.plot", f"dir={empty}"], cwd=REPO, capture_output=True,
@@ -147,3 +162,22 @@ def test_an_optuna_study_in_sqlite_is_continued_by_a_second_sweep(tmp_path, toke
     assert [t.value for t in study.trials[2:]] == pytest.approx([j["val/ppl"] for j in jobs])
     nb, _ = execute("runs", RUN=str(tmp_path / "second"))
     assert "study nb: 4 trials, best" in "".join(o.text for o in outputs(nb, "stream"))
+
+
+def test_figures_say_what_ran_and_annotate_the_scores(tiny_run, sweep):
+    from gptlab.apps.results.figures import run_figure, sweep_figure
+
+    run = load_run(tiny_run)
+    fig = run_figure(run)
+    assert re.fullmatch(rf"gpt_nano \(2 × 64\) · MuonAdamW lr 0\.01 · WSD · {run.result['precision']} · 6 steps   "
+                        rf"\({tiny_run.name}\)", fig._suptitle.get_text())
+    final = f"val ppl {run.final('val/ppl'):.2f}"
+    assert [t.get_text() for a in fig.axes for t in a.texts if t.get_text().startswith("val ppl")] == [final] * 2
+    sweep_dir, _ = sweep
+    jobs = load_runs(sweep_dir)
+    fig = sweep_figure(jobs)
+    curves, bars = fig.axes
+    assert [t.get_text() for t in curves.get_legend().get_texts()] == ["optimizer.lr=0.001", "optimizer.lr=0.003"]
+    assert all(label.get_text().split(": ")[1].startswith("optimizer.lr=") for label in bars.get_yticklabels())
+    (shared,) = [t.get_text() for t in fig.texts if t.get_text().startswith("every job: ")]  # once, for all jobs
+    assert "debug=tiny" in shared and "optimizer.lr" not in shared

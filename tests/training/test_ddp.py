@@ -188,6 +188,8 @@ def test_a_time_budget_gives_every_rank_rank_0s_plan_and_identical_weights(tmp_p
     # rank 0's clock decides: 60 s less the 3 % reserve at 1 s a step (rank 1's 2 s would give half as many)
     assert rank0["step"] == rank1["step"] == budget["total_steps"] == pytest.approx(60 * 0.97, abs=2)
     assert rank0["lrs"] == rank1["lrs"]
+    hparams = OmegaConf.load(tmp_path / "csv" / "hparams.yaml")  # the schedule as it ran, not trainer.max_steps
+    assert hparams.scheduler.total_steps == budget["total_steps"]
     config = OmegaConf.load(tmp_path / ".hydra" / "config.yaml")
     factor = instantiate(config.scheduler)(torch.optim.SGD([torch.zeros(1)], lr=1.0)).lr_lambdas[0]
     factor.total_steps = budget["total_steps"]  # the run's schedule, decayed to its end at the step budget

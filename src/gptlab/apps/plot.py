@@ -8,9 +8,9 @@ from gptlab.config.validate import validate
 
 def run(cfg) -> list:
     validate(cfg, "plot")
-    from gptlab.apps.results.figures import write_pngs
+    from gptlab.apps.results.figures import write_figures
 
-    files = write_pngs(cfg.dir, cfg.out)
+    files = write_figures(cfg.dir, cfg.out, cfg.format, cfg.dpi)
     for file in files:
         print(file)
     return files

@@ -270,8 +270,10 @@ def train_and_evaluate(cfg: DictConfig, dm, module, trainer) -> float:
     ckpt = ckpt or None
     if not trainer.fast_dev_run:
         trainer.limit_val_batches = trainer.limit_test_batches = cfg.get("final_limit_batches", 1.0)
+        announce_final(cfg, trainer)
     val = trainer.validate(module, datamodule=dm, ckpt_path=ckpt, verbose=False)[0]
     test = trainer.test(module, datamodule=dm, ckpt_path=ckpt, verbose=False)[0]
+    record_schedule_end(module, trainer)  # after validate and test, which log the hyper-parameters of the start
     if trainer.is_global_zero:
         meter = throughput(trainer)
         print_summary(cfg, module, trainer, val, test, ckpt, time.time() - t0)
@@ -280,6 +282,28 @@ def train_and_evaluate(cfg: DictConfig, dm, module, trainer) -> float:
                      config=config,
                      **{"perf/tokens_per_sec": meter.tokens_per_sec if meter else None})
     return val.get("val/ppl", float("nan"))
+
+
+def record_schedule_end(module, trainer) -> None:
+    """The hyper-parameters the loggers keep (hparams.yaml, W&B's config) say the step the schedule ended at: a time
+    budget re-plans it (and trainer.max_steps with it) from the trainer.max_steps the config gave."""
+    schedule = module.hparams.get("scheduler")
+    if isinstance(schedule, dict) and schedule.get("total_steps") not in (None, trainer.max_steps):
+        schedule["total_steps"] = trainer.max_steps
+        for logger in trainer.loggers:
+            logger.log_hyperparams(module.hparams)
+
+
+def announce_final(cfg, trainer) -> None:
+    """The final scores can take longer than a short run's training (the full splits through the output head):
+    say how long, from this run's validations, before they start."""
+    from gptlab.training.budget import TimeBudget
+    from gptlab.training.callbacks import clock_text
+
+    budget = next((cb for cb in trainer.callbacks if isinstance(cb, TimeBudget)), None)
+    if budget is not None and trainer.is_global_zero and trainer.global_step > 0:
+        log.info("final validation and test over final_limit_batches=%s of each split: about %s",
+                 cfg.get("final_limit_batches", 1.0), clock_text(budget.final_seconds(trainer)))
 
 
 def ran_config(cfg: DictConfig, trainer) -> dict:

@@ -131,6 +131,8 @@ class ExportConfig:
 class PlotConfig:
     dir: str = key(help="a run directory (outputs/runs/<name>/<time>) or a multirun's (outputs/multiruns/<time>)")
     out: str = key("${dir}/plots", "the folder the figures are written into")
+    format: Literal["png", "pdf", "svg"] = key("png", "the figures' file format (pdf and svg: vector, for a paper)")
+    dpi: int = key(150, "dots per inch of a PNG", ge=50, le=1200)
 
 
 @dataclass(kw_only=True)

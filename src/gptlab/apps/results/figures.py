@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from gptlab.apps.results.runs import Run, load_runs
+from gptlab.apps.results.table import split_overrides
 
 
 def _plt():
@@ -24,11 +25,45 @@ def _plt():
     return plt
 
 
+def run_title(run: Run) -> str:
+    """What trained, from the run's config: `gpt_cpu (4 × 256) · MuonAdamW lr 0.01 · wsd · bf16-mixed · 1,633
+    steps`, and the run's folder."""
+    def last(target):
+        return str(target).rsplit(".", 1)[-1] if target else None
+
+    shape = (f"({run.setting('model.n_layer')} × {run.setting('model.n_embd')})"
+             if run.setting("model.n_layer") is not None else None)
+    lr = run.setting("optimizer.lr")
+    optimizer = last(run.setting("optimizer._target_"))
+    parts = [" ".join(p for p in (run.setting("name"), shape) if p),
+             f"{optimizer} lr {lr:g}" if optimizer and isinstance(lr, (int, float)) else optimizer,
+             (last(run.setting("scheduler._target_")) or "").removesuffix("Schedule") or None,
+             run.result.get("precision") or run.setting("trainer.precision"),
+             f"{run.result['steps']:,} steps" if isinstance(run.result.get("steps"), int) else None]
+    return " · ".join(str(p) for p in parts if p) + f"   ({run.dir.name})"
+
+
+def _readable_log_axis(axis) -> None:
+    """A log axis with labels at 1, 2 and 5 of each decade, as plain numbers (not three powers of ten)."""
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    formatter = ScalarFormatter()
+    formatter.set_scientific(False)
+    axis.set_major_formatter(formatter)
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _mark_final(a, x, y, text) -> None:
+    a.plot([x], [y], "*", ms=14, color="black", zorder=5, label="final, full split")
+    a.annotate(text, (x, y), textcoords="offset points", xytext=(-8, 10), ha="right", fontsize=10)
+
+
 def run_figure(run: Run, title: str | None = None):
     """2 × 3 panels: loss and ppl by step, ppl by tokens, learning rate, tokens/s, final scores."""
     plt = _plt()
     fig, ax = plt.subplots(2, 3, figsize=(15, 8), layout="constrained")
-    fig.suptitle(title or run.name or f"{run.setting('name') or ''} {run.dir.name}".strip())
+    fig.suptitle(title or run_title(run), fontsize=13)
     steps, loss = run.series("train/loss")
     ax[0, 0].plot(steps, loss, lw=0.8, label="train loss")
     vsteps, vloss = during_training(run, "val/loss")
@@ -41,21 +76,24 @@ def run_figure(run: Run, title: str | None = None):
     for a, scale in ((ax[0, 1], 1), (ax[0, 2], per_step)):
         a.plot([s * scale for s in psteps], ppl, "o-", label="during training (limit_val_batches)")
         if isinstance(final, (int, float)) and run.result.get("steps"):
-            a.plot([run.result["steps"] * scale], [final], "*", ms=12, label="final, full split")
-        a.legend(fontsize=7)
+            _mark_final(a, run.result["steps"] * scale, final, f"val ppl {final:.2f}")
+        a.legend(fontsize=9)
     ax[0, 1].set(xlabel="step", ylabel="val perplexity", yscale="log", title="validation perplexity")
     if per_step and psteps and min(psteps) > 0:
         ax[0, 2].set(xscale="log")
+        _readable_log_axis(ax[0, 2].xaxis)
     ax[0, 2].set(xlabel="training tokens", ylabel="val perplexity", yscale="log", title="perplexity by tokens")
+    for a in (ax[0, 1], ax[0, 2]):
+        _readable_log_axis(a.yaxis)
     for key in run.keys("lr-"):
         ax[1, 0].plot(*run.series(key), label=key.removeprefix("lr-"))
     if run.keys("lr-"):
-        ax[1, 0].legend(fontsize=7)
+        ax[1, 0].legend(fontsize=9)
     ax[1, 0].set(xlabel="step", ylabel="learning rate", title="learning rate")
     ax[1, 1].plot(*run.series("perf/tokens_per_sec"))
-    ax[1, 1].set(xlabel="step", ylabel="tokens/s", title="throughput")
+    ax[1, 1].set(xlabel="step", ylabel="tokens/s", title="throughput (training steps, validation left out)")
     ax[1, 2].axis("off")
-    ax[1, 2].text(0, 1, summary_text(run), va="top", family="monospace", fontsize=9)
+    ax[1, 2].text(0, 1, summary_text(run), va="top", family="monospace", fontsize=11)
     return fig
 
 
@@ -72,8 +110,9 @@ def during_training(run: Run, key: str):
 def summary_text(run: Run) -> str:
     lines = [f"status  {run.status}"]
     for key in ("val/ppl", "test/ppl", "val/word_ppl", "test/word_ppl", "val/bpb", "test/bpb"):
-        if isinstance(run.final(key), (int, float)):
-            lines.append(f"{key:<14}{run.final(key):.4g}")
+        value = run.final(key)
+        if isinstance(value, (int, float)):
+            lines.append(f"{key:<14}{value:,.4f}" if key.endswith("bpb") else f"{key:<14}{value:,.2f}")
     if run.result.get("steps") is not None:
         lines.append(f"steps   {run.result['steps']}")
     if run.final("perf/tokens_per_sec"):
@@ -104,41 +143,46 @@ def format_table(rows: list[dict]) -> str:
 def sweep_figure(runs: list[Run], title: str | None = None):
     """Every job's validation perplexity by step, and the final val ppl of each job as bars."""
     plt = _plt()
+    common, own = split_overrides([r.overrides for r in runs])
+    label = {r.dir.name: " ".join(o) or r.dir.name for r, o in zip(runs, own, strict=True)}  # what differs
     fig, (curves, bars) = plt.subplots(1, 2, figsize=(15, 5.5), layout="constrained")
-    fig.suptitle(title or "sweep")
+    fig.suptitle(title or "sweep", fontsize=13)
+    if common:  # the overrides every job shares, once, as the console's table does
+        fig.text(0.5, -0.01, "every job: " + " ".join(common), ha="center", va="top", fontsize=9, wrap=True)
     for r in runs:
         steps, ppl = r.series("val/ppl")
         if steps:
-            curves.plot(steps, ppl, "o-", label=r.name, ms=3)
+            curves.plot(steps, ppl, "o-", label=label[r.dir.name], ms=3)
     curves.set(xlabel="step", ylabel="val perplexity", yscale="log", title="validation perplexity, every job")
+    _readable_log_axis(curves.yaxis)
     if any(r.series("val/ppl")[0] for r in runs):
-        curves.legend(fontsize=7)
+        curves.legend(fontsize=9)
     table = [row for row in job_table(runs) if isinstance(row["val_ppl"], (int, float))]
-    bars.barh([_short(f"{row['job']}: {row['overrides']}") for row in table], [row["val_ppl"] for row in table])
+    bars.barh([f"{row['job']}: {label[row['job']]}" for row in table], [row["val_ppl"] for row in table])
+    for i, row in enumerate(table):
+        bars.annotate(f"{row['val_ppl']:.2f}", (row["val_ppl"], i), xytext=(3, 0), textcoords="offset points",
+                      va="center", fontsize=9)
     bars.invert_yaxis()
     bars.set(xlabel="final val perplexity (full split)", title="jobs by val ppl (best first)")
     return fig
 
 
-def _short(text: str, n: int = 48) -> str:
-    return text if len(text) <= n else text[: n - 1] + "…"
-
-
-def write_pngs(path, out=None) -> list[Path]:
-    """The figures of the run or multirun at `path`, as PNGs in `out` (None: <path>/plots/); returns their paths."""
+def write_figures(path, out=None, format: str = "png", dpi: int = 150) -> list[Path]:
+    """The figures of the run or multirun at `path`, as files of `format` in `out` (None: <path>/plots/); returns
+    their paths."""
     plt = _plt()
     runs = load_runs(path)
     out = Path(out or Path(path) / "plots")
     out.mkdir(parents=True, exist_ok=True)
     written = []
     if len(runs) == 1 and runs[0].dir == Path(path):
-        figures = [(run_figure(runs[0]), out / "curves.png")]
+        figures = [(run_figure(runs[0]), out / f"curves.{format}")]
     else:
-        figures = [(sweep_figure(runs, title=f"sweep {Path(path).name}"), out / "sweep.png")]
-        figures += [(run_figure(r), out / f"job_{'_'.join(r.dir.relative_to(path).parts)}.png")
+        figures = [(sweep_figure(runs, title=f"sweep {Path(path).name}"), out / f"sweep.{format}")]
+        figures += [(run_figure(r), out / f"job_{'_'.join(r.dir.relative_to(path).parts)}.{format}")
                     for r in runs if r.rows]
     for fig, file in figures:
-        fig.savefig(file, dpi=100)
+        fig.savefig(file, dpi=dpi, bbox_inches="tight")
         plt.close(fig)
         written.append(file)
     return written

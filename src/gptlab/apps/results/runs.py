@@ -28,7 +28,7 @@ class Run:
     dir: Path
     rows: list[dict] = field(default_factory=list)  # metrics.csv, one dict per row, numbers as floats
     result: dict = field(default_factory=dict)  # result.json
-    config: dict = field(default_factory=dict)  # .hydra/config.yaml, resolved as it was saved
+    config: dict = field(default_factory=dict)  # result.json's resolved config, else .hydra/config.yaml
     overrides: list[str] = field(default_factory=list)
 
     @property
@@ -105,11 +105,11 @@ def load_run(run_dir) -> Run:
         except (UnicodeDecodeError, csv.Error) as e:
             raise GptlabError(f"{path}: not a run's metrics (not CSV text): {e}") from None
     result = read_result(d)
-    config, overrides = {}, result.get("overrides") or []
+    config, overrides = result.get("config") or {}, result.get("overrides") or []  # result's: as it ran
     if (d / ".hydra" / "config.yaml").is_file():
         from omegaconf import OmegaConf
 
-        config = OmegaConf.to_container(OmegaConf.load(d / ".hydra" / "config.yaml"), resolve=False)
+        config = config or OmegaConf.to_container(OmegaConf.load(d / ".hydra" / "config.yaml"), resolve=False)
         if not overrides and (d / ".hydra" / "overrides.yaml").is_file():
             overrides = list(OmegaConf.load(d / ".hydra" / "overrides.yaml"))
     return Run(d, rows, result, config, [str(o) for o in overrides])

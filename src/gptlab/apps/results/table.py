@@ -70,17 +70,24 @@ def _number(value, fmt: str) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, fmt)
 
 
+def split_overrides(jobs: list[list[str]]) -> tuple[list[str], list[list[str]]]:
+    """The overrides every job shares (in the first job's order), and each job's others, shortened (Optuna's
+    floats): the sweep table and the sweep figure show the shared ones once."""
+    split = [[short(o) for o in overrides] for overrides in jobs]
+    common = set.intersection(*map(set, split)) if len(split) > 1 else set()
+    return [o for o in split[0] if o in common] if split else [], [[o for o in s if o not in common] for s in split]
+
+
 def format_table(rows: list[dict]) -> str:
     """The rows as an aligned text table. Overrides shared by every job are printed once above it."""
     if not rows:
         return "no jobs found"
-    split = [[short(o) for o in r["overrides"].split()] for r in rows]
-    common = set.intersection(*map(set, split)) if len(rows) > 1 else set()
-    lines = [f"overrides of every job: {' '.join(o for o in split[0] if o in common)}"] if common else []
+    common, own = split_overrides([r["overrides"].split() for r in rows])
+    lines = [f"overrides of every job: {' '.join(common)}"] if common else []
     table = [["job", "overrides", "val ppl", "test ppl", "tokens/s", "status"]]
-    for r, overrides in zip(rows, split, strict=True):
+    for r, overrides in zip(rows, own, strict=True):
         status = r["status"] + (f" ({r['error']})" if r["error"] else "")
-        table.append([r["job"], " ".join(o for o in overrides if o not in common) or "-",
+        table.append([r["job"], " ".join(overrides) or "-",
                       _number(r["val_ppl"], ".2f"), _number(r["test_ppl"], ".2f"),
                       _number(r["tokens_per_sec"], ",.0f"), status])
     widths = [max(len(row[i]) for row in table) for i in range(5)]  # the last column, status, is not padded

@@ -42,9 +42,9 @@ def print_plots(sweep_dir: Path) -> None:
     """Draw the sweep's figures (results/figures.py) and say where they are; a sweep without metrics or without
     matplotlib gets a one-line note instead."""
     try:
-        from gptlab.apps.results.figures import write_pngs
+        from gptlab.apps.results.figures import write_figures
 
-        files = write_pngs(sweep_dir)
+        files = write_figures(sweep_dir)
     except ImportError as e:
         print(f"plots: not drawn ({e}; pip install -e '.[plot]')", flush=True)
     except GptlabError as e:
