@@ -90,12 +90,21 @@ def test_runs_notebook_on_a_run_and_on_a_multirun(tiny_run, sweep):
     print(f"runs.ipynb: {seconds:.0f} s on a run, {seconds2:.0f} s on a 2-job multirun")
 
 
-def test_model_size_notebook_lists_every_model_option():
-    nb, seconds = execute("model_size", BATCH=1, MEASURE_MAX_PARAMS=8e6)
+def test_model_size_notebook_lists_every_model_option_and_predicts_a_real_runs_step(tiny_run, token_cache_dir):
+    nb, seconds = execute("model_size", env={"GPTLAB_CACHE_DIR": str(token_cache_dir)}, BATCH=4,
+                          MEASURE_MAX_PARAMS=4e6)
     text = "".join(o.text for o in outputs(nb, "stream"))
     for option in (REPO / "conf" / "model").glob("*.yaml"):
         assert f" {option.stem} " in text
     assert "124.4M" in text and "(estimated)" in text  # gpt2: from the code's accounting, its step estimated
+    # gpt_nano at batch 4, timed as train.py trains it, against the tiny run (gpt_nano, batch 4) that train.py ran:
+    # the same code, so the same speed but for the machine's noise (the old plain fp32 AdamW loop on random ids
+    # was 15× off for gpt_cpu)
+    (line,) = [line for line in text.splitlines() if line.startswith(" gpt_nano ")]
+    predicted = float(line.split()[-1])
+    result = json.loads((tiny_run / "result.json").read_text())
+    measured = 4 * 128 / result["perf/tokens_per_sec"]
+    assert measured / 3 < predicted < measured * 3, (predicted, measured)
     assert [o for o in outputs(nb, "display_data") if "image/png" in o.data]
     print(f"model_size.ipynb: {seconds:.0f} s")
 

@@ -26,7 +26,7 @@ def test_train_writes_checkpoints_metrics_and_a_summary(tiny_run):
 
 def test_a_quiet_start_and_a_summary_that_ends_with_the_next_commands(tiny_run):
     console = tiny_run.with_suffix(".console").read_text()
-    for noise in ("litlogger", "LeafSpec", "Total FLOPs", "SumMetric", "model summary"):
+    for noise in ("💡 Tip", "litlogger", "LeafSpec", "Total FLOPs", "SumMetric", "model summary"):
         assert noise not in console, noise
     assert re.search(r"training 3\.3\dM parameters from step 0 to 6, precision \S+, 1 process\n", console)
     assert re.search(r"final validation and test over final_limit_batches=3 of each split: about 0:00:\d\d\n",

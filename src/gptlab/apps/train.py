@@ -191,7 +191,8 @@ def build(cfg: DictConfig):
 
 def quiet_libraries() -> None:
     """Leave out what other libraries print at every start that tells a gptlab user nothing: Lightning's
-    advertisement for its cloud logger, and torch's deprecation of a class Lightning still uses internally."""
+    advertisements for its cloud products ("💡 Tip: ..."), and torch's deprecation of a class Lightning still uses
+    internally."""
     rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(f, _NoAdvertisement) for f in rank_zero.filters):
         rank_zero.addFilter(_NoAdvertisement())
@@ -200,7 +201,7 @@ def quiet_libraries() -> None:
 
 class _NoAdvertisement(logging.Filter):
     def filter(self, record):
-        return "litlogger" not in str(record.msg)
+        return not str(record.msg).startswith("💡 Tip")
 
 
 def build_trainer(cfg: DictConfig, parameter_groups):
