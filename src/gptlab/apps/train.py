@@ -127,8 +127,9 @@ def check_resources(cfg: DictConfig, trainer: dict, config) -> None:
     from gptlab.training.flops import peak_flops
 
     peak, _ = peak_flops(device, precision, cfg.paths.get("cache_dir"))
-    budget = Duration.seconds(trainer.get("max_time")) or Duration.seconds(
-        OmegaConf.select(cfg, "callbacks.time_budget.run_time", default=None))
+    # the sooner of the two deadlines (trainer.max_time, the whole command's run_time) ends the run
+    budget = min((s for s in (Duration.seconds(trainer.get("max_time")), Duration.seconds(cfg.get("run_time")))
+                  if s), default=None)
     if not peak:
         return
     per_step = cost.flops_per_token * tokens / (0.3 * peak)  # 30% of the peak: what the best runs here reach

@@ -85,6 +85,8 @@ class ResumeCheckpoint(components.ResumeCheckpoint, L.Callback):
     def on_train_end(self, trainer, pl_module):
         if trainer.global_step != self._saved_step:
             self._save(trainer)
+        elif trainer.is_global_zero and self.path.is_file():  # saved at the last step, the best maybe after it
+            self._share_with_best(trainer)
         self._restore_sigint()
 
     def on_exception(self, trainer, pl_module, exception):
