@@ -121,8 +121,11 @@ class ResumeCheckpoint(components.ResumeCheckpoint, L.Callback):
         (written atomically), so the best stays as it was."""
         for cb in trainer.checkpoint_callbacks:
             best = Path(getattr(cb, "best_model_path", "") or "")
-            # Lightning's record of the step its ModelCheckpoint last saved at
-            if getattr(cb, "_last_global_step_saved", None) != trainer.global_step or not best.is_file():
+            # saved at this step (Lightning's record of the step its ModelCheckpoint last saved at), and that save
+            # is the best (its score is this step's): with save_top_k > 1 this step's file may not be the best
+            score, best_score = trainer.callback_metrics.get(getattr(cb, "monitor", None) or ""), cb.best_model_score
+            if (getattr(cb, "_last_global_step_saved", None) != trainer.global_step or not best.is_file()
+                    or score is None or best_score is None or float(score) != float(best_score)):
                 continue
             if best.resolve() == self.path.resolve() or best.stat().st_ino == self.path.stat().st_ino:
                 continue
