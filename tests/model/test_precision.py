@@ -89,6 +89,15 @@ def test_auto_precision_follows_the_forced_cpu_detection(forced, expected, tmp_p
     assert f"precision {expected}" in proc.stdout
 
 
+@pytest.mark.parametrize(("native", "expected"), [(True, "bf16-mixed"), (False, "16-mixed")])
+def test_auto_precision_on_a_gpu_takes_bf16_only_where_the_hardware_has_it(native, expected, monkeypatch):
+    """A V100 or T4 (no GPU here: torch's answers stand in): torch.cuda.is_bf16_supported() says True there, as
+    bf16 is emulated, many times slower than fp16; auto must pick 16-mixed."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: native or including_emulation)
+    assert resolve_precision("auto", "gpu") == expected
+
+
 def test_a_bad_forced_detection_and_fp16_on_cpu_are_refused(monkeypatch):
     monkeypatch.setenv(CPU_BF16_ENV, "yes")
     with pytest.raises(GptlabError, match=CPU_BF16_ENV):

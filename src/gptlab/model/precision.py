@@ -53,7 +53,8 @@ def resolve_precision(precision, accelerator="auto") -> str:
     if str(precision) != "auto":
         return str(precision)
     if str(accelerator) in ("auto", "gpu", "cuda") and torch.cuda.is_available():
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+        # bf16 in the GPU's hardware (Ampere and later): torch counts the emulation V100s and T4s have as support
+        return "bf16-mixed" if torch.cuda.is_bf16_supported(including_emulation=False) else "16-mixed"
     return "bf16-mixed" if cpu_has_fast_bf16() else "32-true"
 
 
