@@ -74,6 +74,26 @@ def test_fused_loss_equals_cross_entropy_in_value_and_gradient():
     torch.testing.assert_close(gw, w.grad)
 
 
+def test_fp16_keeps_the_full_heads_softmax_gradient():
+    """16-mixed (on CPU torch's fp16 autocast stands in for the GPU's): the fused loss makes its gradients in the
+    forward, before the loss scale; softmax / n_valid over 2,048 targets (~1e-8) is below fp16's range, so 92% of
+    the output matrix's gradient entries were exactly zero (none in fp32), and AdamW turns zero and tiny alike
+    into an update of its own size."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50257, block_size=256, n_layer=1, n_head=2, n_embd=64))
+    x, y = torch.randint(0, 50257, (8, 256)), torch.randint(0, 50257, (8, 256))
+    _, loss = model(x, y)
+    loss.backward()
+    ref = model.transformer.wte.weight.grad.clone()
+    model.zero_grad()
+    with torch.autocast("cpu", dtype=torch.float16):
+        _, loss = model(x, y)
+    (loss * 2.0**16).backward()  # as Lightning's GradScaler does
+    grad = model.transformer.wte.weight.grad / 2.0**16
+    assert (grad == 0).float().mean() < 1e-3 and not (ref == 0).any()
+    assert (grad - ref).norm() / ref.norm() < 5e-3  # 1.9e-2 before
+
+
 def test_adaptive_loss_equals_the_module_in_fp32_and_runs_its_matmuls_in_bf16_under_autocast():
     torch.manual_seed(0)
     head = torch.nn.AdaptiveLogSoftmaxWithLoss(32, 500, [50, 200], div_value=4.0)

@@ -32,13 +32,20 @@ class _LinearCrossEntropy(torch.autograd.Function):
             valid = tc != IGNORE_INDEX
             safe_t = tc.clamp(min=0)
             total += ((lse - logits.gather(1, safe_t[:, None]).squeeze(1)) * valid).sum()
-            # d(loss)/d(logits) = (softmax - onehot) / n_valid, zero on ignored rows; made in place of the logits
+            # d(loss)/d(logits) = (softmax - onehot) / n_valid, zero on ignored rows; made in place of the logits.
+            # In fp16 the 1 / n_valid comes after the matmuls, in fp32: a token's probability over thousands of
+            # targets (2e-5 / 2048) is below fp16's smallest number, and the loss scale comes only in backward
+            late = mm_dtype == torch.float16
             g = logits.sub_(lse[:, None]).exp_()
             g[rows[: g.size(0)], safe_t] -= 1.0
-            g = g.mul_((valid / n_valid)[:, None])
+            g = g.mul_(valid[:, None] if late else (valid / n_valid)[:, None])
             g = (g.mul_(dcap) if softcap else g).to(mm_dtype)
-            grad_x[s : s + chunk] = g @ w
-            grad_w += g.t() @ xc
+            if late:
+                grad_x[s : s + chunk] = (g @ w).float() / n_valid
+                grad_w += (g.t() @ xc).float() / n_valid
+            else:
+                grad_x[s : s + chunk] = g @ w
+                grad_w += g.t() @ xc
         ctx.save_for_backward(grad_x, grad_w)
         ctx.weight_dtype = weight.dtype
         return total / n_valid
