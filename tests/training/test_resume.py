@@ -155,6 +155,35 @@ def test_run_killed_mid_training_resumes_to_identical_weights(tmp_path, token_ca
     assert_same_state(ckpt, finished(), steps=12)
 
 
+@pytest.mark.full
+def test_a_requeued_job_resumes_when_it_runs_the_same_command_again(tmp_path, token_cache_dir, reference,
+                                                                    monkeypatch):
+    """SLURM's requeue (a preemption, sbatch --requeue) runs the job's command again with SLURM_RESTART_COUNT=1:
+    no resume=true in it, and it continues the run; the same command as a new job is still refused."""
+    finished = reference(*RUN)
+    kill_after_saves(tmp_path, *RUN, saves=2, cache_dir=token_cache_dir)
+    again = run_train(tmp_path, *RUN, cache_dir=token_cache_dir, check=False)
+    assert again.returncode == 2 and "already holds a run" in again.stderr
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    proc = train(tmp_path, *RUN, cache_dir=token_cache_dir)
+    assert f"Resuming {tmp_path}" in proc.stdout + proc.stderr
+    assert_same_state(tmp_path / "checkpoints" / "last.ckpt", finished(), steps=12)
+
+
+@pytest.mark.parametrize(("variable", "value", "expected"), [
+    ("SLURM_RESTART_COUNT", "2", True), ("TORCHELASTIC_RESTART_COUNT", "1", True),
+    ("TORCHELASTIC_RESTART_COUNT", "0", False), (None, None, False)])
+def test_resume_defaults_to_true_only_in_a_restarted_job(variable, value, expected, tmp_path, monkeypatch):
+    for var in ("SLURM_RESTART_COUNT", "TORCHELASTIC_RESTART_COUNT"):
+        monkeypatch.delenv(var, raising=False)
+    if variable:
+        monkeypatch.setenv(variable, value)
+    with initialize_config_dir(str(REPO / "conf"), version_base=None):
+        cfg = compose("train", overrides=[f"paths.output_dir={tmp_path}", "name=x"])
+        assert cfg.resume is expected
+        assert compose("train", overrides=[f"paths.output_dir={tmp_path}", "name=x", "resume=false"]).resume is False
+
+
 @pytest.mark.slow
 def test_run_killed_then_preempted_resumes_to_identical_weights(tmp_path, token_cache_dir, reference):
     finished = reference(*LONG_RUN)

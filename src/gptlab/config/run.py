@@ -43,8 +43,9 @@ class TrainConfig:
     seed: int = key(1337, "seeds the model's initialisation, the data order and every training step", **SEED)
     compile: bool = key(False, "torch.compile the model: pays on long runs and warm caches (docs/benchmarks.md)")
     ckpt_path: str | None = key(None, "continue training from this checkpoint")
-    resume: bool = key(False, "continue the latest run named ${name} (its directory, last.ckpt and W&B run); "
-                              "none yet: start one")
+    resume: bool = key("${gptlab_restarted:}", "continue the latest run named ${name} (its directory, last.ckpt "
+                       "and W&B run); none yet: start one. Unset: true only in a job SLURM requeued or torchrun "
+                       "restarted (SLURM_RESTART_COUNT, TORCHELASTIC_RESTART_COUNT > 0), false otherwise")
     run_time: Duration | None = key(None, "the whole command, from its start, ends by then: training ends early "
                                           "enough for the final validation and test too (callbacks.time_budget); "
                                           "null: no limit")

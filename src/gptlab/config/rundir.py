@@ -39,6 +39,15 @@ def check_name(name) -> str:
     return text
 
 
+RESTART_COUNTS = ("SLURM_RESTART_COUNT", "TORCHELASTIC_RESTART_COUNT")  # set by a requeue, by torchrun's restarts
+
+
+def restarted() -> bool:
+    """Whether this process is a cluster's restart of a job that ran before: SLURM's requeue (sbatch --requeue, a
+    preemption) or torchrun's --max-restarts run the same command again, which then resumes (resume's default)."""
+    return any(os.environ.get(var, "0").strip() not in ("", "0") for var in RESTART_COUNTS)
+
+
 def run_dir(base: str, name, stamp: str, resume) -> str:
     """`base/name/stamp` for a new run; with resume, the run under `base/name` whose last.ckpt is newest, if any."""
     base = Path(base) / check_name(name)
