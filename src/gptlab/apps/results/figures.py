@@ -26,7 +26,7 @@ def _plt():
 
 
 def run_title(run: Run) -> str:
-    """What trained, from the run's config: `gpt_cpu (4 × 256) · MuonAdamW lr 0.01 · wsd · bf16-mixed · 1,633
+    """What trained, from the run's config: `gpt_cpu (4 × 256) · MuonAdamW lr 0.01 · WSD · bf16-mixed · 1,633
     steps`, and the run's folder."""
     def last(target):
         return str(target).rsplit(".", 1)[-1] if target else None
