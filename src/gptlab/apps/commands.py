@@ -12,7 +12,7 @@ def _command(name: str, module: str):
         fast_malloc()  # first: restarts Python once with malloc settings that spare page faults
         from gptlab.config.cli import command
 
-        # the task's module is imported once the config is composed and checked: bad input answers before torch loads
+        # the task's module is imported after Hydra composed the config; it checks it before it imports torch
         command(name, lambda cfg: importlib.import_module(module).run(cfg))()
 
     main.__doc__ = f"gptlab's {name} command (conf/{name}.yaml)."
