@@ -17,7 +17,6 @@ import json
 import os
 from pathlib import Path
 
-from gptlab.config.cli import command
 from gptlab.config.validate import validate
 from gptlab.errors import GptlabError
 
@@ -95,4 +94,6 @@ def model_card(ckpt_path, model, run) -> str:
 
 
 if __name__ == "__main__":
-    command("export", run)()
+    from gptlab.apps import commands
+
+    commands.export()  # the one definition of the command: also the console script gptlab-export

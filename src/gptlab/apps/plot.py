@@ -2,7 +2,6 @@
 multirun (<dir>/plots/sweep.png and one per job), or into `out=<folder>`, drawn by results/figures.py (conf/plot.yaml;
 the keys: gptlab/config/run.py, PlotConfig)."""
 
-from gptlab.config.cli import command
 from gptlab.config.validate import validate
 
 
@@ -17,4 +16,6 @@ def run(cfg) -> list:
 
 
 if __name__ == "__main__":
-    command("plot", run)()
+    from gptlab.apps import commands
+
+    commands.plot()  # the one definition of the command: also the console script gptlab-plot

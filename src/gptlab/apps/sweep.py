@@ -4,7 +4,6 @@ keys: gptlab/config/run.py, SweepConfig). Every multirun prints it at its end.""
 
 from gptlab.apps.results.result import RESULT_FILE
 from gptlab.apps.results.table import summarize
-from gptlab.config.cli import command
 from gptlab.config.validate import validate
 from gptlab.errors import GptlabError
 
@@ -18,4 +17,6 @@ def run(cfg) -> list[dict]:
 
 
 if __name__ == "__main__":
-    command("sweep", run)()
+    from gptlab.apps import commands
+
+    commands.sweep()  # the one definition of the command: also the console script gptlab-sweep
