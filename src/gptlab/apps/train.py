@@ -22,6 +22,7 @@ from gptlab.apps.runtime.multirun import hydra_job
 from gptlab.config.cli import describe, refused_by
 from gptlab.config.declare import Duration, signature_refusal
 from gptlab.config.run import process_count
+from gptlab.config.rundir import is_checkpoint
 from gptlab.config.validate import declaration_of, validate
 from gptlab.errors import GptlabError
 
@@ -192,12 +193,14 @@ def build(cfg: DictConfig):
 
 def quiet_libraries() -> None:
     """Leave out what other libraries print at every start that tells a gptlab user nothing: Lightning's
-    advertisements for its cloud products ("💡 Tip: ..."), and torch's deprecation of a class Lightning still uses
+    advertisements for its cloud products ("💡 Tip: ..."), and torch's deprecations of classes Lightning still uses
     internally."""
     rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(f, _NoAdvertisement) for f in rank_zero.filters):
         rank_zero.addFilter(_NoAdvertisement())
     warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
+    # FSDP's sharded checkpoints (Lightning's, through torch's own state-dict code)
+    warnings.filterwarnings("ignore", "Please use DTensor instead and we are deprecating ShardedTensor", FutureWarning)
 
 
 class _NoAdvertisement(logging.Filter):
@@ -262,9 +265,11 @@ def train_and_evaluate(cfg: DictConfig, dm, module, trainer) -> float:
     """Fit, then validate and test; writes <output_dir>/result.json; returns the validation perplexity."""
     t0 = time.time()
     from gptlab.apps.runtime.wandb import log_config_to_wandb
+    from gptlab.training.sharding import evaluation_module
 
     config = ran_config(cfg, trainer)
     log_config_to_wandb(trainer, config)
+    params = module.model.num_params()  # counted before FSDP shards them
     trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
 
     # Final scores on the full splits, from the best checkpoint when one was written.
@@ -273,12 +278,13 @@ def train_and_evaluate(cfg: DictConfig, dm, module, trainer) -> float:
     if not trainer.fast_dev_run:
         trainer.limit_val_batches = trainer.limit_test_batches = cfg.get("final_limit_batches", 1.0)
         announce_final(cfg, trainer)
-    val = trainer.validate(module, datamodule=dm, ckpt_path=ckpt, verbose=False)[0]
-    test = trainer.test(module, datamodule=dm, ckpt_path=ckpt, verbose=False)[0]
+    # under FSDP each stage gets an unsharded copy of the module (training/sharding.py)
+    val = trainer.validate(evaluation_module(module, trainer, ckpt), datamodule=dm, ckpt_path=ckpt, verbose=False)[0]
+    test = trainer.test(evaluation_module(module, trainer, ckpt), datamodule=dm, ckpt_path=ckpt, verbose=False)[0]
     record_schedule_end(module, trainer)  # after validate and test, which log the hyper-parameters of the start
     if trainer.is_global_zero:
         meter = throughput(trainer)
-        print_summary(cfg, module, trainer, val, test, ckpt, time.time() - t0)
+        print_summary(cfg, module, params, trainer, val, test, ckpt, time.time() - t0)
         write_result(cfg.paths.output_dir, "completed", {**val, **test}, overrides=hydra_job()["overrides"],
                      steps=trainer.global_step, seconds=time.time() - t0, precision=trainer.precision,
                      config=config,
@@ -331,13 +337,13 @@ def _other_rank() -> bool:
     return rank_zero_only.rank != 0
 
 
-def print_summary(cfg, module, trainer, val, test, ckpt, seconds):
+def print_summary(cfg, module, params, trainer, val, test, ckpt, seconds):
     c = module.model.config
     meter = throughput(trainer)
     tput, mfu = (meter.tokens_per_sec, meter.mfu) if meter else (None, None)
     lines = [
         f"model      {c.n_layer} layers × {c.n_embd} wide, {c.n_head} heads, block {c.block_size}: "
-        f"{module.model.num_params() / 1e6:.2f}M parameters",
+        f"{params / 1e6:.2f}M parameters",
         f"training   {trainer.global_step} steps, precision {trainer.precision}, "
         + (f"{tput:,.0f} tokens/s" if tput else "tokens/s n/a") + (f", MFU {100 * mfu:.1f}%" if mfu else "")
         + f", {seconds / 60:.1f} min in all",
@@ -360,7 +366,7 @@ def next_commands(output_dir, ckpt, full_head: bool) -> list[str]:
     """What a user does with a finished run, as commands to paste (a W&B run's sync command follows, from
     finish_wandb)."""
     last = Path(output_dir) / "checkpoints" / "last.ckpt"
-    ckpt = ckpt or (str(last) if last.is_file() else None)
+    ckpt = ckpt or (str(last) if is_checkpoint(last) else None)
     commands = [f"python -m gptlab.apps.plot dir={output_dir}"]
     if ckpt:
         commands[:0] = [f"python generate.py ckpt_path={ckpt} prompt='The history of'",

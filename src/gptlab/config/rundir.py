@@ -18,6 +18,7 @@ from gptlab.config.declare import RunName
 from gptlab.errors import GptlabError
 
 LAST = Path("checkpoints") / "last.ckpt"
+SHARDED_META = "meta.pt"  # Lightning's FSDP sharded checkpoint: a directory of shards and this file of the rest
 CLAIM = Path(".hydra") / "run.lock"
 STARTED = time.time()  # files older than this were not written by this process (imported as the config is composed)
 _claims = {}  # the lock files of the run directories this process holds, open until it exits
@@ -48,11 +49,18 @@ def restarted() -> bool:
     return any(os.environ.get(var, "0").strip() not in ("", "0") for var in RESTART_COUNTS)
 
 
+def is_checkpoint(path) -> bool:
+    """Whether `path` is a checkpoint: a file, or the directory of an FSDP sharded checkpoint
+    (trainer.strategy.state_dict_type=sharded)."""
+    path = Path(path)
+    return path.is_file() or (path / SHARDED_META).is_file()
+
+
 def run_dir(base: str, name, stamp: str, resume) -> str:
     """`base/name/stamp` for a new run; with resume, the run under `base/name` whose last.ckpt is newest, if any."""
     base = Path(base) / check_name(name)
     if str(resume).lower() == "true":
-        runs = [d for d in base.glob("*") if (d / LAST).is_file()]
+        runs = [d for d in base.glob("*") if is_checkpoint(d / LAST)]
         if runs:
             return str(max(runs, key=lambda d: (d / LAST).stat().st_mtime))
     return str(base / stamp)
@@ -99,7 +107,7 @@ def config_subdir(output_dir: str, stamp: str, resume=False) -> str:
         raise _refused(output_dir, f"hydra.run.dir={output_dir} already holds a run (checkpoints or metrics): "
                                    f"nothing was written. Add resume=true to continue that run, or choose another "
                                    f"directory (by default every run gets its own, outputs/runs/<name>/<time>)")
-    if resume and not (Path(output_dir) / LAST).is_file() and holds_a_run(output_dir):
+    if resume and not is_checkpoint(Path(output_dir) / LAST) and holds_a_run(output_dir):
         raise _refused(output_dir, f"resume=true: hydra.run.dir={output_dir} holds a run without {LAST} to resume "
                                    f"from (it ended before its first one, or ran with debug=fast): nothing was "
                                    f"written. Choose another directory, or delete that one to start it again")

@@ -15,12 +15,14 @@ import os
 import pickle
 import re
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
 
 from gptlab.config.declare import declared, show
 from gptlab.config.model import GPTConfig
+from gptlab.config.rundir import SHARDED_META, is_checkpoint
 from gptlab.errors import GptlabError, GptlabFileNotFoundError
 from gptlab.model.gpt import GPT
 
@@ -31,10 +33,17 @@ class UnsafeCheckpointError(GptlabError):
 
 def load_checkpoint(path, map_location="cpu", mmap: bool = False) -> dict:
     """The checkpoint at `path`, loaded weights-only. mmap=True maps tensors instead of reading them (cheap when
-    only the hyper-parameters are wanted)."""
+    only the hyper-parameters, names and shapes are wanted). An FSDP sharded checkpoint, a directory, is read whole
+    onto the CPU, as one dict with the whole "state_dict" (no optimizer state; mmap: weights on the meta device)."""
     path = Path(path).expanduser()
+    if is_checkpoint(path) and path.is_dir():
+        return _load_sharded(path, mmap)
     if not path.is_file():
         raise GptlabFileNotFoundError(f"checkpoint {path} does not exist or is not a file")
+    return _read(path, map_location, mmap)
+
+
+def _read(path: Path, map_location="cpu", mmap: bool = False):
     try:
         return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
@@ -47,6 +56,30 @@ def load_checkpoint(path, map_location="cpu", mmap: bool = False) -> dict:
     except (RuntimeError, EOFError, OSError, KeyError, ValueError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise GptlabError(f"{path} is not a readable checkpoint (truncated, or not a PyTorch file): {first}") from e
+
+
+def _load_sharded(path: Path, meta_only: bool) -> dict:
+    """A sharded checkpoint, as Lightning's FSDP writes it: the training state but weights and optimizer in
+    SHARDED_META, the weights (under "model.", with the optimizer's under "optimizer_<i>.") in torch.distributed's
+    checkpoint format, read here into whole tensors without a process group."""
+    from torch.distributed.checkpoint import CheckpointException, FileSystemReader
+    from torch.distributed.checkpoint import load as load_shards
+
+    ckpt = _read(path / SHARDED_META)
+    try:
+        reader = FileSystemReader(path)
+        stored = {k.removeprefix("model."): m for k, m in reader.read_metadata().state_dict_metadata.items()
+                  if k.startswith("model.") and hasattr(m, "size")}
+        device = "meta" if meta_only else "cpu"
+        state = {k: torch.empty(m.size, dtype=m.properties.dtype, device=device) for k, m in stored.items()}
+        if not meta_only:
+            with warnings.catch_warnings():  # one process reading every shard is what no_dist asks for
+                warnings.filterwarnings("ignore", "torch.distributed is disabled", UserWarning)
+                load_shards({"model": state}, storage_reader=reader, no_dist=True)
+    except (CheckpointException, RuntimeError, OSError, ValueError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise GptlabError(f"{path} is not a readable sharded checkpoint (a shard missing or truncated): {first}") from e
+    return {**ckpt, "state_dict": state}
 
 
 def save_atomic(obj, path) -> None:
@@ -88,7 +121,7 @@ def existing(ckpt_path, key: str = "ckpt_path") -> Path:
     if ckpt_path is None or str(ckpt_path).strip() == "":
         raise GptlabError(f"{key} is required, e.g. {key}=outputs/runs/<name>/<time>/checkpoints/last.ckpt")
     path = Path(ckpt_path).expanduser()
-    if not path.is_file():
+    if not is_checkpoint(path):
         raise GptlabFileNotFoundError(f"{key}={path} does not exist or is not a file")
     return path
 

@@ -16,9 +16,9 @@ from lightning.pytorch.strategies import FSDPStrategy
 from gptlab.config import components
 from gptlab.data.tokenizer import Tokenizer
 from gptlab.model.decode import complete
-from gptlab.model.gpt import GPT
 from gptlab.training.budget import TimeBudget
 from gptlab.training.flops import peak_flops
+from gptlab.training.sharding import gathered_model
 
 log = logging.getLogger(__name__)
 
@@ -147,22 +147,6 @@ def clock_text(seconds: float) -> str:
     """0:07:05 for 425 seconds."""
     seconds = int(round(max(seconds, 0)))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
-def gathered_model(strategy, pl_module):
-    """A whole copy of an FSDP-sharded module's GPT on rank 0, on its device (None on the other ranks). Every rank
-    must call it: the shards are gathered from all of them."""
-    from torch.distributed.fsdp import FullStateDictConfig, StateDictType
-    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-
-    full = FullStateDictConfig(offload_to_cpu=True, rank0_only=True)
-    with FSDP.state_dict_type(strategy.model, StateDictType.FULL_STATE_DICT, full):
-        state = strategy.model.state_dict()
-    if not strategy.is_global_zero:
-        return None
-    model = GPT(pl_module.model.config)
-    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
-    return model.to(pl_module.device).eval()
 
 
 class SampleText(components.SampleText, L.Callback):

@@ -15,7 +15,7 @@ from pathlib import Path
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import OmegaConf, open_dict
 
-from gptlab.config.rundir import LAST
+from gptlab.config.rundir import LAST, is_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def prepare(cfg) -> None:
     resuming = False
     if cfg.get("resume") and not cfg.get("ckpt_path"):
         last = out / LAST
-        if last.is_file():
+        if is_checkpoint(last):
             with open_dict(cfg):
                 cfg.ckpt_path = str(last)
             resuming = True
