@@ -1,6 +1,7 @@
 import functools
 import hashlib
 import http.server
+import itertools
 import logging
 import os
 import re
@@ -21,6 +22,7 @@ from hydra.utils import instantiate
 from gptlab.config.rundir import repo_root
 from gptlab.data import IGNORE_INDEX, EvalWindows, TrainWindows
 from gptlab.data.datamodule import WikiText2DataModule
+from gptlab.data.sampler import ResumableSampler, Shuffle
 from gptlab.data.token_cache import safe_chunks
 from gptlab.data.tokenizer import Tokenizer, _use_local_bpe_files
 from gptlab.errors import GptlabError
@@ -162,6 +164,35 @@ def test_random_sampling_is_seeded(token_cache_dir):
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     assert not torch.equal(a[0], c[0])
     assert not torch.equal(a[0], a[1]), "each epoch draws new offsets"
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 17, 1000, 65_537])
+def test_shuffle_is_a_seeded_permutation(n):
+    order = Shuffle(n, seed=5)(torch.arange(n))
+    assert sorted(order.tolist()) == list(range(n))
+    assert torch.equal(order, Shuffle(n, seed=5)(torch.arange(n)))
+    if n >= 17:
+        assert not torch.equal(order, Shuffle(n, seed=6)(torch.arange(n)))
+        assert not torch.equal(order, torch.arange(n))
+
+
+def test_shuffled_order_is_not_correlated_with_position():
+    n = 200_000
+    order = Shuffle(n, seed=0)(torch.arange(n)).double()
+    assert abs(torch.corrcoef(torch.stack([order, torch.arange(n).double()]))[0, 1]) < 0.01
+    assert abs(torch.corrcoef(torch.stack([order[:-1], order[1:]]))[0, 1]) < 0.01  # neighbours independent
+    gaps = (order[1:] - order[:-1]).abs()
+    assert (gaps < n / 100).double().mean() < 0.03  # consecutive samples from distant parts of the corpus
+
+
+def test_sampler_of_a_corpus_of_any_size_starts_at_once_and_ranks_stay_disjoint():
+    n = 500_000_000  # windows of an OpenWebText-sized corpus: a randperm of them would take 4 GB per rank
+    ranks = [ResumableSampler(range(n), seed=3, num_replicas=4, rank=r) for r in range(4)]
+    firsts = [list(itertools.islice(iter(s), 20_000)) for s in ranks]
+    assert len(set().union(*firsts)) == 80_000 and all(0 <= i < n for f in firsts for i in f)
+    resumed = ranks[1]
+    resumed.resume_at(epoch=0, samples=19_000)
+    assert list(itertools.islice(iter(resumed), 1000)) == firsts[1][19_000:]
 
 
 def test_sequential_windows_do_not_overlap():
