@@ -1,6 +1,7 @@
 """Peak FLOP/s of a device, the reference for model FLOPs utilisation (MFU), and where that peak came from.
 
-GPUs: Lightning's table of datasheet peaks (lightning.fabric.utilities.throughput.get_available_flops). CPUs have
+GPUs: Lightning's table of datasheet peaks (lightning.fabric.utilities.throughput.get_available_flops), and ours
+(`GPU_PEAKS`) for GPUs that table misses or gives with 2:4 sparsity. CPUs have
 no such table (the peak depends on the cores given to the process, AVX2/AVX512/AMX and the clock), so it is
 measured: large square matmuls in the dtype the run computes in. One measurement taken while something else runs
 reads low, and an MFU over a low peak reads high (a run once logged 97 %), so the peak is the best of several short
@@ -21,6 +22,27 @@ from gptlab.config.rundir import repo_root
 from gptlab.model.precision import compute_dtype
 
 PEAK_FILE = "matmul_peak.json"
+
+# Dense datasheet peaks (FLOP/s) of GPUs that Lightning's table misses: an H200 names itself "NVIDIA H200" (that
+# table expects "sxm1" or "nvl1" in the name, so a run logged no MFU there), and its H200 rows are the figures with
+# 2:4 sparsity, twice the dense ones. The H200 SXM computes as the H100 SXM (the same GH100 at the same clocks:
+# NVIDIA's H100 and H200 datasheets, 989.4 dense bf16 TFLOP/s each); the H200 NVL as its datasheet says (835.5).
+# Matched in order against the device's name in lower case; "tf32" is float32 under
+# torch.set_float32_matmul_precision("high"), which train.py sets.
+GPU_PEAKS = {
+    "h200 nvl": {torch.bfloat16: 835.5e12, torch.float16: 835.5e12, "tf32": 417.8e12, torch.float32: 60e12},
+    "h200": {torch.bfloat16: 989.4e12, torch.float16: 989.4e12, "tf32": 494.7e12, torch.float32: 66.9e12},
+}
+
+
+def datasheet_peak(name: str, dtype: torch.dtype) -> float | None:
+    """`GPU_PEAKS`' entry for the GPU called `name` computing in `dtype`, or None when it has none."""
+    chip = next((c for c in GPU_PEAKS if c in name.lower()), None)
+    if chip is None:
+        return None
+    if dtype == torch.float32 and torch.get_float32_matmul_precision() != "highest":
+        dtype = "tf32"
+    return GPU_PEAKS[chip].get(dtype)
 
 
 def matmul_flops(dtype=torch.float32, seconds=0.3, max_size=2048, device="cpu") -> float:
@@ -95,5 +117,5 @@ def peak_flops(device: torch.device, precision: str, cache_dir=None) -> tuple[fl
     from lightning.fabric.utilities.throughput import get_available_flops
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
-    flops = get_available_flops(device, dtype)
+    flops = datasheet_peak(name, dtype) or get_available_flops(device, dtype)
     return flops, (f"datasheet peak of {name}" if flops else f"no datasheet peak for {name}: no MFU")
