@@ -390,6 +390,61 @@ def test_download_disabled_says_so(tmp_path):
     assert not (tmp_path / "data").exists()
 
 
+# --- WikiText-103: the same files, folders and checks under another corpus name
+
+
+def _server_of(www: Path, monkeypatch) -> str:
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=www))
+    threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
+    return f"http://127.0.0.1:{httpd.server_port}/"
+
+
+def test_wikitext103_is_read_from_its_own_folder_and_cached_apart(tmp_path, data_dir):
+    for split in SPLITS:  # a stand-in with WikiText-2's first lines: the real corpus is 540 MB
+        lines = (data_dir / "wikitext-2" / f"wiki.{split}.tokens").read_text("utf-8").splitlines(True)[:300]
+        (tmp_path / "data" / "wikitext-103").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "data" / "wikitext-103" / f"wiki.{split}.tokens").write_text("".join(lines), "utf-8")
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
+        cfg = compose("train", overrides=["data=wikitext103", f"data.data_dir={tmp_path / 'data'}",
+                                          f"data.cache_dir={tmp_path / 'cache'}", "paths.output_dir=x"])
+    assert cfg.data.corpus == "wikitext-103" and cfg.data.variant == "tokens"
+    dm = instantiate(cfg.data, download=False)
+    assert dm.urls == ["https://wikitext.smerity.com/wikitext-103-v1.zip",
+                       "https://s3.amazonaws.com/research.metamind.io/wikitext/wikitext-103-v1.zip"]
+    assert np.array_equal(dm.ids("valid"), Tokenizer("gpt2").encode(
+        (tmp_path / "data" / "wikitext-103" / "wiki.valid.tokens").read_text("utf-8")))
+    assert [p.name.split("-")[0] for p in (tmp_path / "cache").glob("*.npy")] == ["wikitext103"]
+
+
+def test_wikitext103_missing_names_its_archive_and_folder(tmp_path):
+    dm = WikiText2DataModule(corpus="wikitext-103", variant="raw", data_dir=tmp_path / "data",
+                             cache_dir=tmp_path / "cache", download=False)
+    with pytest.raises(FileNotFoundError) as err:
+        dm.prepare_data()
+    msg = str(err.value)
+    assert msg.startswith("WikiText-103 (raw) split(s) train, valid, test not found")
+    assert "wikitext-103-raw-v1.zip" in msg and str(tmp_path / "data" / "wikitext-103-raw" / "wiki.train.raw") in msg
+
+
+def test_an_official_archive_with_another_md5_than_the_published_one_is_not_installed(tmp_path, monkeypatch):
+    www = tmp_path / "www"
+    www.mkdir()
+    with zipfile.ZipFile(www / "wikitext-103-v1.zip", "w") as zf:
+        for split in SPLITS:
+            zf.writestr(f"wikitext-103/wiki.{split}.tokens", f" = {split} = \n" * 50)
+    monkeypatch.setattr("gptlab.data.wikitext.HOSTS", (_server_of(www, monkeypatch),))  # the official host, here
+    dm = WikiText2DataModule(corpus="wikitext-103", data_dir=tmp_path / "data", cache_dir=tmp_path / "cache")
+    with pytest.raises(FileNotFoundError, match="expected the published 9ddaacaf6af0710eda8c456decff7832"):
+        dm.prepare_data()
+    assert not (tmp_path / "data" / "wikitext-103").exists()
+    shutil.copy(www / "wikitext-103-v1.zip", www / "my-copy.zip")  # a user's own archive: no MD5 to check
+    dm = WikiText2DataModule(corpus="wikitext-103", data_dir=tmp_path / "data", cache_dir=tmp_path / "cache",
+                             block_size=8, urls=[dm.urls[0].replace("wikitext-103-v1", "my-copy")])
+    dm.prepare_data()
+    assert (tmp_path / "data" / "wikitext-103" / "wiki.test.tokens").read_text() == " = test = \n" * 50
+
+
 # --- construction
 
 
@@ -400,6 +455,7 @@ def test_download_disabled_says_so(tmp_path):
         ({"batch_size": 0}, "batch_size"),
         ({"eval_batch_size": -1}, "eval_batch_size"),
         ({"variant": "wikitext103"}, "variant"),
+        ({"corpus": "wikitext-3"}, "corpus"),
         ({"sampling": "shuffled"}, "sampling"),
         ({"splits": ("train", "val")}, "splits"),
         ({"splits": ()}, "splits"),

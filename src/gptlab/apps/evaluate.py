@@ -76,7 +76,7 @@ def run(cfg: DictConfig) -> dict:
                                        device=device, autocast=autocast)
     report = {
         "ckpt_path": str(Path(cfg.ckpt_path).resolve()) if cfg.ckpt_path else f"init_from={cfg.init_from}",
-        "data": {"variant": dm.variant, "tokenizer": dm.tokenizer},
+        "data": {"corpus": dm.corpus, "variant": dm.variant, "tokenizer": dm.tokenizer},
         "block_size": block_size,
         "stride": cfg.stride or block_size,
         "precision": loaded.precision,
@@ -95,7 +95,7 @@ def check_data_matches_run(dm, trained):
     """A variant or tokenizer other than the training run's (its config `trained`) is allowed, with a warning."""
     if trained is None or "data" not in trained:
         return
-    for key in ("variant", "tokenizer"):
+    for key in ("corpus", "variant", "tokenizer"):
         was, now = trained.data.get(key), getattr(dm, key)
         if was is not None and was != now:
             warnings.warn(f"the model was trained with data.{key}={was} but is evaluated with data.{key}={now}",
@@ -103,8 +103,10 @@ def check_data_matches_run(dm, trained):
 
 
 def format_table(report) -> str:
-    head = (f"gptlab eval  {report['ckpt_path']}\n  WikiText-2 {report['data']['variant']}, tokenizer "
-            f"{report['data']['tokenizer']}, block {report['block_size']}, stride {report['stride']}, "
+    from gptlab.data.wikitext import title
+
+    head = (f"gptlab eval  {report['ckpt_path']}\n  {title(report['data']['corpus'])} {report['data']['variant']}, "
+            f"tokenizer {report['data']['tokenizer']}, block {report['block_size']}, stride {report['stride']}, "
             f"{report['precision']} on {report['device']}")
     rows = [f"  {'split':<6} {'tokens':>9} {'loss':>8} {'ppl':>10} {'word ppl':>10} {'bits/byte':>10} "
             f"{'tokens/s':>10}"]

@@ -1,5 +1,5 @@
-"""DataConfig: where WikiText-2 is, how it is tokenized, and how it is cut into windows and batches (the `data` group;
-gptlab.data.WikiText2DataModule is built from it)."""
+"""DataConfig: where WikiText-2 (or WikiText-103) is, how it is tokenized, and how it is cut into windows and
+batches (the `data` group; gptlab.data.WikiText2DataModule is built from it)."""
 
 from dataclasses import dataclass
 from typing import ClassVar, Literal
@@ -15,9 +15,12 @@ class DataConfig:
     TARGET: ClassVar[str] = "gptlab.data.datamodule.WikiText2DataModule"
 
     data_dir: PathName | None = key(None, "the directory that holds wikitext-2/ (and wikitext-2-raw/, "
-                                          "tiktoken-cache/); null: <repo>/data. May be read-only: downloads then go "
-                                          "to cache_dir")
+                                          "wikitext-103/, tiktoken-cache/); null: <repo>/data. May be read-only: "
+                                          "downloads then go to cache_dir")
     cache_dir: PathName | None = key(None, "token caches (.npy) and downloads; null: <repo>/.cache/gptlab")
+    corpus: Literal["wikitext-2", "wikitext-103"] = key("wikitext-2", "the text: WikiText-2 (2M words of Wikipedia "
+                                                                     "articles) or WikiText-103 (103M; the same "
+                                                                     "validation and test articles)")
     variant: Literal["tokens", "raw"] = key("tokens", "tokens: wiki.*.tokens (wikitext-2-v1, rare words are "
                                                       "<unk>); raw: wiki.*.raw (the original text)")
     tokenizer: Tokenizer = key("gpt2", "a tiktoken encoding")

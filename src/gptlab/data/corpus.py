@@ -19,7 +19,7 @@ from gptlab.config.data import DataConfig
 from gptlab.config.rundir import repo_root
 from gptlab.data.token_cache import SplitStats, load_or_build
 from gptlab.data.tokenizer import Tokenizer
-from gptlab.data.wikitext import SHA256, URLS, find_files
+from gptlab.data.wikitext import SHA256, find_files, official_urls
 from gptlab.errors import GptlabError
 
 
@@ -38,8 +38,8 @@ class WikiText2(DataConfig):
             raise GptlabError(f"data.cache_dir={self.cache_dir}: expected a directory other than data.data_dir")
         self.splits = tuple(self.splits)
         self.eval_batch_size = self.eval_batch_size or self.batch_size
-        self.urls = list(URLS[self.variant] if self.urls is None else self.urls)
-        self.sha256 = {**SHA256, **(self.sha256 or {})}
+        self.urls = list(official_urls(self.corpus, self.variant) if self.urls is None else self.urls)
+        self.sha256 = {**SHA256[self.corpus], **(self.sha256 or {})}
         self.stats: dict[str, SplitStats] = {}
         self._ids: dict[str, np.ndarray] = {}
 
@@ -62,7 +62,7 @@ class WikiText2(DataConfig):
     def files(self, splits: Iterable[str]) -> dict[str, tuple[Path, str]]:
         """(path, sha256) of each split's verified text file, downloaded when missing (and download is on)."""
         dirs = [self.data_dir, self.cache_dir]  # downloads go to data_dir, or to cache_dir if it is read-only
-        return find_files(self.variant, splits, dirs, self.urls, self.sha256, self.download)
+        return find_files(self.corpus, self.variant, splits, dirs, self.urls, self.sha256, self.download)
 
     def load(self, splits: Iterable[str]) -> None:
         """The ids and statistics of `splits`, from the token cache (built on first use)."""
@@ -71,7 +71,7 @@ class WikiText2(DataConfig):
             return
         for split, (path, sha) in self.files(splits).items():
             self._ids[split], self.stats[split] = load_or_build(path, sha, self.cache_dir, self.tokenizer,
-                                                                self.variant, split)
+                                                                self.corpus, self.variant, split)
             n = len(self._ids[split])
             if self.block_size is not None and n <= self.block_size:
                 raise GptlabError(f"{path} holds {n} tokens, too few for one window of data.block_size + 1 = "

@@ -93,10 +93,10 @@ def id_dtype(vocab_size: int) -> np.dtype:
 
 
 def load_or_build(
-    source: Path, source_sha256: str, cache_dir: Path, tokenizer_name: str, variant: str, split: str
+    source: Path, source_sha256: str, cache_dir: Path, tokenizer_name: str, corpus: str, variant: str, split: str
 ) -> tuple[np.ndarray, SplitStats]:
     """Return the ids of `source` (memory-mapped, read-only) and its statistics, tokenizing only when needed."""
-    name = f"wikitext2-{variant}-{split}-{tokenizer_name}-{source_sha256[:16]}"
+    name = f"{corpus.replace('-', '')}-{variant}-{split}-{tokenizer_name}-{source_sha256[:16]}"
     npy, meta = cache_dir / f"{name}.npy", cache_dir / f"{name}.json"
     if npy.exists() or meta.exists():
         try:
@@ -111,7 +111,7 @@ def load_or_build(
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
         raise GptlabError(f"{source} is not UTF-8 text: byte {e.start} (line {line}) is {data[e.start:e.end]!r}. "
-                          f"Give a WikiText-2 file saved as UTF-8") from None
+                          f"Give a WikiText file saved as UTF-8") from None
     ids = encode_text(tokenizer, text, id_dtype(tokenizer.vocab_size))
     stats = text_stats(data, tokens=len(ids))
     try:

@@ -1,7 +1,8 @@
-"""The WikiText-2 text files: find them, download the official archive when missing, verify their sha256.
+"""The WikiText text files (WikiText-2, WikiText-103): find them, download the official archive when missing, verify
+their checksums.
 
 Layout, as in the official zips: `<dir>/wikitext-2/wiki.{train,valid,test}.tokens` (tokens variant) and
-`<dir>/wikitext-2-raw/wiki.{train,valid,test}.raw` (raw variant).
+`<dir>/wikitext-2-raw/wiki.{train,valid,test}.raw` (raw variant); `wikitext-103/` and `wikitext-103-raw/` alike.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import shutil
 import tempfile
 import urllib.request
 import zipfile
@@ -21,34 +21,47 @@ from gptlab.errors import GptlabError, GptlabFileNotFoundError
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
-VARIANTS = {"tokens": ("wikitext-2", ".tokens"), "raw": ("wikitext-2-raw", ".raw")}
+EXTENSIONS = {"tokens": ".tokens", "raw": ".raw"}  # by variant
+HOSTS = ("https://wikitext.smerity.com/", "https://s3.amazonaws.com/research.metamind.io/wikitext/")
 
-URLS = {
-    "tokens": [
-        "https://wikitext.smerity.com/wikitext-2-v1.zip",
-        "https://s3.amazonaws.com/research.metamind.io/wikitext/wikitext-2-v1.zip",
-    ],
-    "raw": [
-        "https://wikitext.smerity.com/wikitext-2-raw-v1.zip",
-        "https://s3.amazonaws.com/research.metamind.io/wikitext/wikitext-2-raw-v1.zip",
-    ],
-}
-
-# Published sha256 of each extracted file (see shared/data/SOURCES.md).
+# Published sha256 of each extracted file, by corpus (see shared/data/SOURCES.md). None is published for
+# WikiText-103's files: its tokens archive is checked against its published MD5 instead (ARCHIVE_MD5), its raw
+# archive not at all; data.sha256 pins the files a user has.
 SHA256 = {
-    "wiki.train.tokens": "9e9fa1ad55b1c2c95b08e37dd8e653f638fac2c6de904b79e813611eefbc985f",
-    "wiki.valid.tokens": "f0737ed31fc1329026e95cb8b98e19c2a182c39c240ab909dc31abf2f8af58e8",
-    "wiki.test.tokens": "d790b833ef8cf03a90db7bf1271b7520b83c45ce07ba3c1a9699df81e239eca0",
-    "wiki.train.raw": "6707892fa3788b5ab9ed78ab5ff37d9fe825f6011a2ad4fcd6a6d467f0e7da57",
-    "wiki.valid.raw": "4cd0f6876d07a413aa911261ff6d363c72d757d47f0fdd6015702014c89cb9c7",
-    "wiki.test.raw": "173c87a53759e0201f33e0ccf978e510c2042d7f2cb78229d9a50d79b9e7dd08",
+    "wikitext-2": {
+        "wiki.train.tokens": "9e9fa1ad55b1c2c95b08e37dd8e653f638fac2c6de904b79e813611eefbc985f",
+        "wiki.valid.tokens": "f0737ed31fc1329026e95cb8b98e19c2a182c39c240ab909dc31abf2f8af58e8",
+        "wiki.test.tokens": "d790b833ef8cf03a90db7bf1271b7520b83c45ce07ba3c1a9699df81e239eca0",
+        "wiki.train.raw": "6707892fa3788b5ab9ed78ab5ff37d9fe825f6011a2ad4fcd6a6d467f0e7da57",
+        "wiki.valid.raw": "4cd0f6876d07a413aa911261ff6d363c72d757d47f0fdd6015702014c89cb9c7",
+        "wiki.test.raw": "173c87a53759e0201f33e0ccf978e510c2042d7f2cb78229d9a50d79b9e7dd08",
+    },
+    "wikitext-103": {},
 }
+# The official archives' MD5 as torchtext and others publish it: checked on a download from the official URLs.
+ARCHIVE_MD5 = {"wikitext-103-v1.zip": "9ddaacaf6af0710eda8c456decff7832"}
 
 
-def relpath(variant: str, split: str) -> str:
+def subdir(corpus: str, variant: str) -> str:
+    """'wikitext-2', 'wikitext-103-raw' and the like: the folder the official archive extracts to."""
+    return corpus + ("-raw" if variant == "raw" else "")
+
+
+def archive(corpus: str, variant: str) -> str:
+    return f"{subdir(corpus, variant)}-v1.zip"
+
+
+def official_urls(corpus: str, variant: str) -> list[str]:
+    return [host + archive(corpus, variant) for host in HOSTS]
+
+
+def title(corpus: str) -> str:
+    return corpus.replace("wikitext", "WikiText")
+
+
+def relpath(corpus: str, variant: str, split: str) -> str:
     """'wikitext-2/wiki.train.tokens' and the like."""
-    subdir, ext = VARIANTS[variant]
-    return f"{subdir}/wiki.{split}{ext}"
+    return f"{subdir(corpus, variant)}/wiki.{split}{EXTENSIONS[variant]}"
 
 
 def sha256_file(path: Path) -> str:
@@ -65,12 +78,13 @@ def verify(path: Path, expected: str | None) -> str:
     if expected is not None and actual != expected:
         raise GptlabError(
             f"{path} has sha256 {actual}, expected {expected}. The file is corrupt or not the published "
-            f"WikiText-2 file; it was left untouched. Delete or replace it, and it will be downloaded again."
+            f"one; it was left untouched. Delete or replace it, and it will be downloaded again."
         )
     return actual
 
 
 def find_files(
+    corpus: str,
     variant: str,
     splits: Iterable[str],
     dirs: Sequence[Path],
@@ -84,19 +98,20 @@ def find_files(
     extracts the missing files into the first of `dirs` that is writable.
     """
     splits = list(splits)
-    found = {s: p for s in splits if (p := _first_existing(dirs, relpath(variant, s)))}
+    found = {s: p for s in splits if (p := _first_existing(dirs, relpath(corpus, variant, s)))}
     missing = [s for s in splits if s not in found]
     if missing:
         no_download = (None, ["  none: download=False"])
-        dest, errors = _download(variant, missing, dirs, urls, sha256) if download else no_download
+        dest, errors = _download(corpus, variant, missing, dirs, urls, sha256) if download else no_download
         if dest is None:
-            raise GptlabFileNotFoundError(_missing_message(variant, missing, dirs, urls, errors))
-        found.update((s, dest / relpath(variant, s)) for s in missing)
+            raise GptlabFileNotFoundError(_missing_message(corpus, variant, missing, dirs, urls, errors))
+        found.update((s, dest / relpath(corpus, variant, s)) for s in missing)
     return {s: (found[s], verify(found[s], sha256.get(found[s].name))) for s in splits}
 
 
 def _download(
-    variant: str, splits: list[str], dirs: Sequence[Path], urls: Sequence[str], sha256: Mapping[str, str | None]
+    corpus: str, variant: str, splits: list[str], dirs: Sequence[Path], urls: Sequence[str],
+    sha256: Mapping[str, str | None]
 ) -> tuple[Path | None, list[str]]:
     """Try each URL in turn; return the directory the files went to (None if all failed) and the failures."""
     errors: list[str] = []
@@ -106,7 +121,7 @@ def _download(
         return None, [f"  none: {e}"]
     for url in urls:
         try:
-            _download_and_extract(url, variant, splits, dest, sha256)
+            _download_and_extract(url, corpus, variant, splits, dest, sha256)
             return dest, errors
         except Exception as e:  # whatever went wrong, try the next URL and report them all at the end
             log.warning("Download of %s failed: %s", url, e)
@@ -130,18 +145,25 @@ def _first_existing(dirs: Sequence[Path], rel: str) -> Path | None:
 
 
 def _download_and_extract(
-    url: str, variant: str, splits: list[str], dest: Path, sha256: Mapping[str, str | None]
+    url: str, corpus: str, variant: str, splits: list[str], dest: Path, sha256: Mapping[str, str | None]
 ) -> None:
-    """Download the zip at `url` into a temp file in `dest`, then extract and verify the files of `splits`."""
+    """Download the zip at `url` into a temp file in `dest` (checked against its published MD5 when it is an
+    official archive that has one), then extract and verify the files of `splits`."""
     log.info("Downloading %s into %s", url, dest)
     fd, tmp_zip = tempfile.mkstemp(dir=dest, prefix=".download-", suffix=".zip.part")
+    expected = ARCHIVE_MD5.get(archive(corpus, variant)) if url in official_urls(corpus, variant) else None
     try:
+        md5 = hashlib.md5(usedforsecurity=False)
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
-            shutil.copyfileobj(resp, out, 1 << 20)
+            while chunk := resp.read(1 << 20):
+                md5.update(chunk)
+                out.write(chunk)
+        if expected is not None and md5.hexdigest() != expected:
+            raise RuntimeError(f"the archive has MD5 {md5.hexdigest()}, expected the published {expected}")
         with zipfile.ZipFile(tmp_zip) as zf:
             members = {Path(n).name: n for n in zf.namelist()}
             for split in splits:
-                target = dest / relpath(variant, split)
+                target = dest / relpath(corpus, variant, split)
                 if target.name not in members:
                     raise RuntimeError(f"the archive has no member named {target.name}")
                 _extract_verified(zf, members[target.name], target, sha256.get(target.name))
@@ -168,18 +190,18 @@ def _extract_verified(zf: zipfile.ZipFile, member: str, target: Path, expected: 
 
 
 def _missing_message(
-    variant: str, splits: list[str], dirs: Sequence[Path], urls: Sequence[str], errors: list[str]
+    corpus: str, variant: str, splits: list[str], dirs: Sequence[Path], urls: Sequence[str], errors: list[str]
 ) -> str:
-    subdir, ext = VARIANTS[variant]
-    archive = "wikitext-2-v1.zip" if variant == "tokens" else "wikitext-2-raw-v1.zip"
-    wanted = "\n".join(f"  {d / relpath(variant, s)}" for s in splits for d in dirs[:1])
-    looked = ", ".join(str(d / subdir) for d in dirs)
+    folder = subdir(corpus, variant)
+    wanted = "\n".join(f"  {d / relpath(corpus, variant, s)}" for s in splits for d in dirs[:1])
+    looked = ", ".join(str(d / folder) for d in dirs)
     tried = "\n".join(errors) or "  none: no URLs given"
     return (
-        f"WikiText-2 ({variant}) split(s) {', '.join(splits)} not found (looked in {looked}).\n"
+        f"{title(corpus)} ({variant}) split(s) {', '.join(splits)} not found (looked in {looked}).\n"
         f"Download attempts:\n{tried}\n"
-        f"Put the files from {archive} ({', '.join(urls) or 'no URLs given'}) at:\n{wanted}\n"
-        f"or set GPTLAB_DATA_DIR (or data_dir) to a directory that contains {subdir}/wiki.{{train,valid,test}}{ext}."
+        f"Put the files from {archive(corpus, variant)} ({', '.join(urls) or 'no URLs given'}) at:\n{wanted}\n"
+        f"or set GPTLAB_DATA_DIR (or data_dir) to a directory that contains "
+        f"{folder}/wiki.{{train,valid,test}}{EXTENSIONS[variant]}."
     )
 
 

@@ -23,7 +23,8 @@ def load(data_dir=None, **_):
     from gptlab.config.rundir import repo_root
 
     dirs = [Path(d) for d in (data_dir, repo_root() / "data") if d]
-    files = find_files("raw", ["valid", "test"], dirs, urls=[], sha256=SHA256, download=False)  # sha256-verified
+    files = find_files("wikitext-2", "raw", ["valid", "test"], dirs, urls=[], sha256=SHA256["wikitext-2"],
+                       download=False)  # sha256-verified
     return datasets.DatasetDict({
         name: datasets.Dataset.from_list([{"page": p} for p in documents(files[split][0].read_text("utf-8"))])
         for name, split in (("validation", "valid"), ("test", "test"))})
