@@ -184,6 +184,52 @@ def test_resume_defaults_to_true_only_in_a_restarted_job(variable, value, expect
         assert compose("train", overrides=[f"paths.output_dir={tmp_path}", "name=x", "resume=false"]).resume is False
 
 
+CLUSTER = ("SLURM_", "TORCHELASTIC_", "WORLD_SIZE", "RANK", "LOCAL_RANK")
+
+
+@pytest.mark.parametrize(("env", "stamp"), [
+    ({"SLURM_JOB_ID": "77", "SLURM_NTASKS": "16"}, "slurm-77"),
+    ({"SLURM_JOB_ID": "77", "SLURM_NTASKS": "16", "SLURM_STEP_ID": "2"}, "slurm-77.2"),  # a second srun
+    ({"SLURM_JOB_ID": "80", "SLURM_ARRAY_JOB_ID": "77", "SLURM_ARRAY_TASK_ID": "3", "SLURM_NTASKS": "2"}, "slurm-77_3"),
+    ({"SLURM_JOB_ID": "77", "SLURM_NTASKS": "1"}, None),  # one task (an interactive allocation): its own clock
+    ({"TORCHELASTIC_RUN_ID": "gpt2-2x8", "WORLD_SIZE": "16"}, "torchrun-gpt2-2x8"),
+    ({"TORCHELASTIC_RUN_ID": "none", "WORLD_SIZE": "16"}, None),  # static rendezvous without --rdzv-id
+    ({}, None)])
+def test_the_processes_of_a_cluster_job_share_a_run_directory_named_after_it(env, stamp, tmp_path, monkeypatch):
+    for var in [v for v in os.environ if v.startswith(CLUSTER)]:
+        monkeypatch.delenv(var)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    assert rundir.job_stamp() == stamp
+    assert rundir.run_dir(str(tmp_path), "x", "2026-12-02_12-00-00", False) == str(
+        tmp_path / "x" / (stamp or "2026-12-02_12-00-00"))
+
+
+def test_a_restarted_job_continues_its_own_run_or_starts_it_again_and_other_ranks_write_no_config(tmp_path,
+                                                                                                 monkeypatch):
+    for var in [v for v in os.environ if v.startswith(CLUSTER)]:
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.setenv("SLURM_NTASKS", "2")
+    newer = tmp_path / "x" / "2026-12-03_00-00-00"  # another run of the same name, with a checkpoint
+    (newer / "checkpoints").mkdir(parents=True)
+    (newer / "checkpoints" / "last.ckpt").write_bytes(b"")
+    own = tmp_path / "x" / "slurm-77"
+    (own / "csv").mkdir(parents=True)
+    (own / "csv" / "metrics.csv").write_text("step\n")  # lost before its first checkpoint
+    assert rundir.run_dir(str(tmp_path), "x", "t", True) == str(newer)  # resume=true in a new job: the newest
+    with pytest.raises(GptlabError, match="holds a run without"):
+        rundir.config_subdir(str(own), "t", resume=True)
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    assert rundir.run_dir(str(tmp_path), "x", "t", True) == str(own)  # requeued: its own run, nothing else
+    monkeypatch.setenv("SLURM_PROCID", "1")
+    assert rundir.config_subdir(str(own), "t", resume=True) is None  # rank 1: no config of its own
+    assert rundir.job_name("train") == "train_ddp_process_1"
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    assert rundir.config_subdir(str(own), "t", resume=True) == ".hydra"  # started again in its directory
+    assert rundir.job_name("train") == "train"
+
+
 @pytest.mark.slow
 def test_run_killed_then_preempted_resumes_to_identical_weights(tmp_path, token_cache_dir, reference):
     finished = reference(*LONG_RUN)

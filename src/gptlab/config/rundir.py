@@ -56,14 +56,47 @@ def is_checkpoint(path) -> bool:
     return path.is_file() or (path / SHARDED_META).is_file()
 
 
+def launched_rank() -> str:
+    """This process's rank as the launcher that started it says ("0" for a process started alone)."""
+    return next((os.environ[v] for v in ("RANK", "SLURM_PROCID", "LOCAL_RANK") if v in os.environ), "0")
+
+
+def job_name(config_name: str) -> str:
+    """The name of this process's log: the config's (train.log), or for a rank other than 0 that torchrun or SLURM
+    started, train_ddp_process_<rank>.log, the name Lightning gives the logs of the ranks it starts itself."""
+    rank = launched_rank()
+    return config_name if rank == "0" else f"{config_name}_ddp_process_{rank}"
+
+
+def job_stamp() -> str | None:
+    """The run directory's name for a job whose processes a cluster starts (srun's tasks, torchrun's workers): the
+    job's id, which every process on every node shares, where each one's clock would give each its own ${now}; the
+    same again when the job is requeued or restarted, so that it resumes there. None for a process started alone,
+    and for torchrun's static rendezvous, which has no id (`--rdzv-id`, or a pinned hydra.run.dir, gives one)."""
+    env = os.environ
+    if env.get("SLURM_JOB_ID") and int(env.get("SLURM_NTASKS") or 1) > 1:
+        job = (f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}" if env.get("SLURM_ARRAY_TASK_ID")
+               else env["SLURM_JOB_ID"])
+        step = env.get("SLURM_STEP_ID", "0")
+        return f"slurm-{job}" + (f".{step}" if step not in ("", "0") else "")  # a second srun: a run of its own
+    run_id = env.get("TORCHELASTIC_RUN_ID", "")
+    if run_id not in ("", "none") and int(env.get("WORLD_SIZE") or 1) > 1:
+        return f"torchrun-{run_id}"
+    return None
+
+
 def run_dir(base: str, name, stamp: str, resume) -> str:
-    """`base/name/stamp` for a new run; with resume, the run under `base/name` whose last.ckpt is newest, if any."""
+    """`base/name/stamp` for a new run (the stamp a cluster job's id, `job_stamp`, when it has one); with resume,
+    the run under `base/name` whose last.ckpt is newest, if any; a restarted cluster job, its own run only."""
     base = Path(base) / check_name(name)
+    own = base / (job_stamp() or stamp)
+    if restarted() and job_stamp():
+        return str(own)
     if str(resume).lower() == "true":
         runs = [d for d in base.glob("*") if is_checkpoint(d / LAST)]
         if runs:
             return str(max(runs, key=lambda d: (d / LAST).stat().st_mtime))
-    return str(base / stamp)
+    return str(own)
 
 
 def holds_a_run(output_dir) -> bool:
@@ -90,12 +123,14 @@ def foreign_files(output_dir) -> list[str]:
     return sorted(p.name for p in d.iterdir() if p.name not in RUN_FILES and p.suffix != ".log") if d.is_dir() else []
 
 
-def config_subdir(output_dir: str, stamp: str, resume=False) -> str:
+def config_subdir(output_dir: str, stamp: str, resume=False) -> str | None:
     """Where Hydra saves this invocation's config: .hydra, or .hydra/resumed-<stamp> when the run directory
-    already has one (a resumed run), so the config the run was started with is never overwritten. Refused, with
-    nothing written into it: a directory holding files no run writes (the project's root, a source folder), one
-    that holds a run unless resume=true, a run without last.ckpt with resume=true, and one another process holds.
-    (Hydra resolves this before it writes anything of the job but after it has opened its log file.)"""
+    already has one (a resumed run), so the config the run was started with is never overwritten; None (no copy)
+    in ranks other than 0 that torchrun or SLURM started, which compose the same config (as Lightning's own
+    launcher does for its ranks). Refused, with nothing written into it: a directory holding files no run writes
+    (the project's root, a source folder), one that holds a run unless resume=true, a run without last.ckpt with
+    resume=true (but a restarted cluster job killed before its first save starts again), and one another process
+    holds. (Hydra resolves this before it writes anything of the job but after it has opened its log file.)"""
     resume = str(resume).lower() == "true"
     if foreign := foreign_files(output_dir):
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
@@ -107,10 +142,12 @@ def config_subdir(output_dir: str, stamp: str, resume=False) -> str:
         raise _refused(output_dir, f"hydra.run.dir={output_dir} already holds a run (checkpoints or metrics): "
                                    f"nothing was written. Add resume=true to continue that run, or choose another "
                                    f"directory (by default every run gets its own, outputs/runs/<name>/<time>)")
-    if resume and not is_checkpoint(Path(output_dir) / LAST) and holds_a_run(output_dir):
+    if resume and not restarted() and not is_checkpoint(Path(output_dir) / LAST) and holds_a_run(output_dir):
         raise _refused(output_dir, f"resume=true: hydra.run.dir={output_dir} holds a run without {LAST} to resume "
                                    f"from (it ended before its first one, or ran with debug=fast): nothing was "
                                    f"written. Choose another directory, or delete that one to start it again")
+    if launched_rank() != "0":
+        return None
     taken = (Path(output_dir) / ".hydra" / "config.yaml").is_file()
     claim(output_dir)
     return f".hydra/resumed-{stamp}" if taken else ".hydra"
@@ -125,11 +162,8 @@ def _refused(output_dir, message: str) -> GptlabError:
 def claim(output_dir) -> None:
     """Hold `output_dir` for this process, so that two runs never write into one directory (two started in the same
     second with the same name, or two resumes of one run): a lock on <dir>/.hydra/run.lock that the system lets go
-    when the process ends, however it ends. Only the first rank claims: ranks started by torchrun or SLURM compose
-    the same config with the same directory."""
-    rank = next((os.environ[v] for v in ("RANK", "SLURM_PROCID", "LOCAL_RANK") if v in os.environ), "0")
-    if rank != "0":
-        return
+    when the process ends, however it ends. Only the first rank claims (config_subdir): ranks started by torchrun
+    or SLURM compose the same config with the same directory."""
     path = (Path(output_dir) / CLAIM).absolute()
     if path in _claims:  # Hydra may resolve the directory more than once
         return

@@ -1,4 +1,6 @@
-"""Test-only: Lightning's FSDPStrategy on CPU processes over gloo, so that CI runs gptlab's sharded paths (training,
+"""Test-only parts for the cluster tests (test_cluster.py), loaded by name from the runs' configs.
+
+Lightning's FSDPStrategy on CPU processes over gloo, so that CI runs gptlab's sharded paths (training,
 the final validate/test, full and sharded checkpoints, resume) without a GPU. Two things stop it there, and each is
 changed as little as it can be:
 
@@ -11,11 +13,15 @@ changed as little as it can be:
 """
 
 import contextlib
+import os
 
+import lightning as L
 import torch
 from lightning.pytorch.strategies import FSDPStrategy
 from torch.distributed.fsdp import FullyShardedDataParallel
 from torch.distributed.fsdp._flat_param import FlatParamHandle
+
+from gptlab.config.rundir import restarted
 
 _to_cpu = FlatParamHandle.to_cpu
 
@@ -34,3 +40,15 @@ class CPUFSDPStrategy(FSDPStrategy):
                 module=model, cpu_offload=self.cpu_offload, mixed_precision=self.mixed_precision_config,
                 sharding_strategy=self.sharding_strategy, device_id=torch.device("cpu"), **self.kwargs)
         return model
+
+
+class DieOnce(L.Callback):
+    """Ends this rank's process (exit code 1) after training step `step`, in a job's first attempt only: a node
+    lost mid-run. A restarted attempt (SLURM_RESTART_COUNT, TORCHELASTIC_RESTART_COUNT > 0) trains on."""
+
+    def __init__(self, step: int, rank: int = 1):
+        self.step, self.rank = step, rank
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step and trainer.global_rank == self.rank and not restarted():
+            os._exit(1)
