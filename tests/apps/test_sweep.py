@@ -2,6 +2,7 @@
 
 import csv
 import json
+import statistics
 import subprocess
 import sys
 
@@ -10,6 +11,11 @@ from conftest import REPO
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from test_wandb import SWEEP_TINY, explain, multirun, read_offline_run
+
+from gptlab.apps.results.figures import sweep_figure
+from gptlab.apps.results.runs import load_runs
+from gptlab.apps.results.table import by_configuration, format_by_configuration
+from gptlab.config.run import configuration
 
 
 def sweeper_config(*overrides):
@@ -129,3 +135,51 @@ def test_optuna_study_whose_every_trial_fails_ends_with_the_table_and_one_line(t
     assert "Traceback" not in proc.stdout + proc.stderr and "No trials are completed" not in proc.stderr
     assert "2 jobs, 0 completed, 2 failed or without a result" in proc.stdout
     assert proc.stderr.rstrip().endswith("2 of 2 jobs failed: 0, 1")
+
+
+def test_jobs_of_one_configuration_are_aggregated_over_their_seeds():
+    rows = [{"job": str(i), "overrides": f"seed={s} model={m}", "val_ppl": v, "test_ppl": v + 1,
+             "tokens_per_sec": 100.0, "status": "completed"}
+            for i, (s, m, v) in enumerate([(1, "a", 10.0), (2, "a", 12.0), (3, "a", 14.0), (1, "b", 20.0)])]
+    rows.append({**rows[-1], "job": "4", "overrides": "seed=2 model=b", "status": "failed", "val_ppl": None})
+    groups = by_configuration(rows)
+    assert [(g["configuration"], g["seeds"], g["jobs"]) for g in groups] == [("model=a", 3, "0 1 2"),
+                                                                            ("model=b", 1, "3")]
+    assert groups[0]["val_ppl_mean"] == 12.0 and groups[0]["val_ppl_std"] == 2.0  # sample std
+    assert groups[1]["val_ppl_std"] is None  # one seed completed: no spread to show
+    lines = format_by_configuration(groups).splitlines()
+    assert lines[2].split() == ["model=a", "3", "12.00", "±", "2.00", "13.00", "±", "2.00", "100", "±", "0"]
+    assert lines[3].split() == ["model=b", "1", "20.00", "21.00", "100"]
+    assert by_configuration(rows[:1] + rows[3:4]) == []  # no configuration repeated: nothing to aggregate
+    assert configuration(["seed=3", "+seed=4", "model=a", "data.seed=5"]) == ["model=a", "data.seed=5"]
+
+
+@pytest.mark.full
+def test_a_multirun_over_seeds_prints_one_row_per_configuration_with_mean_and_std(tmp_path, token_cache_dir):
+    """The issue's command: `-m seed=1,2,3 model=gpt_nano,gpt_micro debug=tiny`, shortened further (2 steps), with
+    W&B offline: two configurations of three seeds each, in the table, in summary_by_configuration.csv and as
+    two W&B groups."""
+    proc = multirun(tmp_path, "seed=1,2,3", "model=gpt_nano,gpt_micro", "debug=tiny", "trainer.max_steps=2",
+                    "trainer.limit_val_batches=0", "final_limit_batches=1", "logger=wandb", cache_dir=token_cache_dir)
+    assert proc.returncode == 0, explain(proc)
+    table = proc.stdout[proc.stdout.index("mean ± std over seeds"):]
+    rows = [line.split() for line in table.splitlines()[2:4]]
+    assert [r[:2] for r in rows] == [["model=gpt_nano", "3"], ["model=gpt_micro", "3"]] and all("±" in r for r in rows)
+    saved = list(csv.DictReader(open(tmp_path / "summary_by_configuration.csv")))
+    jobs = {r["job"]: r for r in csv.DictReader(open(tmp_path / "summary.csv"))}
+    for group in saved:
+        vals = [float(jobs[j]["val_ppl"]) for j in group["jobs"].split()]
+        assert float(group["val_ppl_mean"]) == pytest.approx(sum(vals) / 3)
+        assert float(group["val_ppl_std"]) == pytest.approx(statistics.stdev(vals)) and len(set(vals)) == 3
+    figure = sweep_figure(load_runs(tmp_path))  # as in <sweep>/plots/sweep.png: a bar per configuration, ± std
+    bars = figure.axes[1]
+    assert [t.get_text() for t in bars.get_yticklabels()] == sorted(
+        [f"model={m} (3 seeds)" for m in ("gpt_nano", "gpt_micro")],
+        key=lambda name: float(next(g["val_ppl_mean"] for g in saved if name.split()[0] in g["configuration"])))
+    errorbars = [c for c in bars.containers if type(c).__name__ == "ErrorbarContainer"]
+    assert len(bars.patches) == 2 and len(errorbars[0].lines[2][0].get_segments()) == 2  # ± std on both
+    assert (tmp_path / "plots" / "sweep.png").is_file()
+    groups = {read_offline_run(tmp_path / j)["group"] for j in jobs}
+    assert groups == {"model=gpt_nano debug=tiny trainer.max_steps=2 trainer.limit_val_batches=0 "
+                      "final_limit_batches=1 logger=wandb", "model=gpt_micro debug=tiny trainer.max_steps=2 "
+                      "trainer.limit_val_batches=0 final_limit_batches=1 logger=wandb"}

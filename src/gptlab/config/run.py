@@ -254,6 +254,18 @@ def process_count(devices, nodes) -> int | None:
     return None if count is None else count * int(nodes or 1)
 
 
+def configuration(overrides) -> list[str]:
+    """What a job's overrides say of its configuration: all but its seed. The jobs of a multirun over `seed` that
+    share it are repeats of one configuration (the sweep table's mean ± std, one W&B group)."""
+    return [str(o) for o in overrides if str(o).partition("=")[0].lstrip("+~") != "seed"]
+
+
+def wandb_group(mode, overrides) -> str | None:
+    """A multirun job's W&B group: its configuration (its overrides but the seed), so that the seeds of one
+    configuration appear together; None for a single run."""
+    return " ".join(configuration(overrides)) or "default" if str(mode).endswith("MULTIRUN") else None
+
+
 def no_rules(get) -> list[str]:
     return []
 

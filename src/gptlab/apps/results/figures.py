@@ -2,17 +2,20 @@
 notebooks/runs.ipynb.
 
 A run: train loss and validation perplexity against steps and against training tokens (log scales), the learning
-rate, and tokens/s. A multirun: every job's validation curve on one figure and a bar chart of the final val ppl.
+rate, and tokens/s. A multirun: every job's validation curve on one figure and a bar chart of the final val ppl
+(over seeds: each configuration's mean ± std).
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 import sys
 from pathlib import Path
 
 from gptlab.apps.results.runs import Run, load_runs
 from gptlab.apps.results.table import split_overrides
+from gptlab.config.run import configuration
 
 
 def _plt():
@@ -141,29 +144,49 @@ def format_table(rows: list[dict]) -> str:
 
 
 def sweep_figure(runs: list[Run], title: str | None = None):
-    """Every job's validation perplexity by step, and the final val ppl of each job as bars."""
+    """Every job's validation perplexity by step, and the final val ppl of each job as bars; for a multirun over
+    seeds, each configuration's curves in one colour and its bar the mean over its seeds, ± their std."""
     plt = _plt()
-    common, own = split_overrides([r.overrides for r in runs])
-    label = {r.dir.name: " ".join(o) or r.dir.name for r, o in zip(runs, own, strict=True)}  # what differs
+    groups: dict[str, list[Run]] = {}
+    for r in runs:
+        groups.setdefault(" ".join(configuration(r.overrides)), []).append(r)
+    seeded = any(len(g) > 1 for g in groups.values())
+    keys = list(groups) if seeded else [r.dir.name for r in runs]
+    common, own = split_overrides([k.split() for k in groups] if seeded else [r.overrides for r in runs])
+    label = {k: " ".join(o) or k for k, o in zip(keys, own, strict=True)}  # what differs
     fig, (curves, bars) = plt.subplots(1, 2, figsize=(15, 5.5), layout="constrained")
     fig.suptitle(title or "sweep", fontsize=13)
     if common:  # the overrides every job shares, once, as the console's table does
         fig.text(0.5, -0.01, "every job: " + " ".join(common), ha="center", va="top", fontsize=9, wrap=True)
+    colour, labelled = {k: f"C{i % 10}" for i, k in enumerate(keys)}, set()
     for r in runs:
+        key = " ".join(configuration(r.overrides)) if seeded else r.dir.name
         steps, ppl = r.series("val/ppl")
-        if steps:
-            curves.plot(steps, ppl, "o-", label=label[r.dir.name], ms=3)
+        if steps:  # a configuration's seeds: one colour, one legend entry
+            curves.plot(steps, ppl, "o-", label=None if key in labelled else label[key], ms=3, color=colour[key])
+            labelled.add(key)
     curves.set(xlabel="step", ylabel="val perplexity", yscale="log", title="validation perplexity, every job")
     _readable_log_axis(curves.yaxis)
     if any(r.series("val/ppl")[0] for r in runs):
         curves.legend(fontsize=9)
-    table = [row for row in job_table(runs) if isinstance(row["val_ppl"], (int, float))]
-    bars.barh([f"{row['job']}: {label[row['job']]}" for row in table], [row["val_ppl"] for row in table])
-    for i, row in enumerate(table):
-        bars.annotate(f"{row['val_ppl']:.2f}", (row["val_ppl"], i), xytext=(3, 0), textcoords="offset points",
-                      va="center", fontsize=9)
+    if seeded:
+        scored = {k: [v for r in g if isinstance(v := r.final("val/ppl"), (int, float))] for k, g in groups.items()}
+        table = sorted(((k, statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v))
+                        for k, v in scored.items() if v), key=lambda row: row[1])
+        names = [f"{label[k]} ({n} seeds)" for k, _, _, n in table]
+        bars.barh(names, [m for _, m, _, _ in table], xerr=[s for _, _, s, _ in table], capsize=4)
+        texts = [f"{m:.2f} ± {s:.2f}" for _, m, s, _ in table]
+        values = [m + s for _, m, s, _ in table]
+        what = "configurations by mean val ppl over seeds (± std; best first)"
+    else:
+        rows = [row for row in job_table(runs) if isinstance(row["val_ppl"], (int, float))]
+        bars.barh([f"{row['job']}: {label[row['job']]}" for row in rows], [row["val_ppl"] for row in rows])
+        texts, values = [f"{row['val_ppl']:.2f}" for row in rows], [row["val_ppl"] for row in rows]
+        what = "jobs by val ppl (best first)"
+    for i, (text, value) in enumerate(zip(texts, values, strict=True)):
+        bars.annotate(text, (value, i), xytext=(3, 0), textcoords="offset points", va="center", fontsize=9)
     bars.invert_yaxis()
-    bars.set(xlabel="final val perplexity (full split)", title="jobs by val ppl (best first)")
+    bars.set(xlabel="final val perplexity (full split)", title=what)
     return fig
 
 

@@ -3,12 +3,16 @@ written to <sweep dir>/summary.csv, at the end of every multirun and by `python 
 
 import csv
 import math
+import statistics
 from pathlib import Path
 
 from gptlab.apps.results.result import RESULT_FILE, read_result
+from gptlab.config.run import configuration
 from gptlab.errors import GptlabFileNotFoundError
 
 COLUMNS = ["job", "overrides", "val_ppl", "test_ppl", "tokens_per_sec", "status"]
+SEED_FILE = "summary_by_configuration.csv"  # beside summary.csv, for a multirun over seed
+SCORES = ("val_ppl", "test_ppl", "tokens_per_sec")
 
 
 def short_value(value: str) -> str:
@@ -105,6 +109,44 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def by_configuration(rows: list[dict]) -> list[dict]:
+    """The completed jobs grouped by configuration (their overrides but the seed), in the order of their first
+    job: {configuration, seeds, jobs, <score>_mean, <score>_std} (std: the sample standard deviation, None for
+    one seed). Empty unless some configuration ran with more than one seed."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["status"] == "completed" and r["val_ppl"] is not None:
+            groups.setdefault(" ".join(configuration(r["overrides"].split())), []).append(r)
+    if all(len(g) < 2 for g in groups.values()):
+        return []
+    table = []
+    for config, group in groups.items():
+        row = {"configuration": config or "-", "seeds": len(group), "jobs": " ".join(r["job"] for r in group)}
+        for score in SCORES:
+            values = [r[score] for r in group if r[score] is not None]
+            row[f"{score}_mean"] = statistics.fmean(values) if values else None
+            row[f"{score}_std"] = statistics.stdev(values) if len(values) > 1 else None
+        table.append(row)
+    return table
+
+
+def format_by_configuration(groups: list[dict]) -> str:
+    """The configurations as an aligned table: mean ± std over their seeds."""
+    def pm(row, score, fmt):
+        mean, std = row[f"{score}_mean"], row[f"{score}_std"]
+        return _number(mean, fmt) + ("" if std is None else f" ± {_number(std, fmt)}")
+
+    common, own = split_overrides([g["configuration"].split() for g in groups])
+    table = [["configuration", "seeds", "val ppl", "test ppl", "tokens/s"]]
+    table += [[" ".join(o) or "-", str(g["seeds"]), pm(g, "val_ppl", ".2f"), pm(g, "test_ppl", ".2f"),
+               pm(g, "tokens_per_sec", ",.0f")] for g, o in zip(groups, own, strict=True)]
+    widths = [max(len(row[i]) for row in table) for i in range(5)]
+    return "\n".join(["mean ± std over seeds, by configuration"
+                      + (f" (and {' '.join(common)})" if common else "") + ":"]
+                     + ["  ".join(row[i].ljust(widths[i]) if i == 0 else row[i].rjust(widths[i]) for i in range(5))
+                        for row in table])
+
+
 def write_csv(rows: list[dict], path) -> Path:
     path = Path(path)
     with open(path, "w", newline="") as f:
@@ -120,5 +162,14 @@ def summarize(sweep_dir, csv_path=None) -> list[dict]:
     print(format_table(rows), flush=True)
     if rows:
         path = write_csv(rows, csv_path or Path(sweep_dir) / "summary.csv")
+        print(f"written to {path}", flush=True)
+    groups = by_configuration(rows)
+    if groups:
+        print(format_by_configuration(groups), flush=True)
+        path = Path(path).with_name(SEED_FILE)
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(groups[0]))
+            writer.writeheader()
+            writer.writerows(groups)
         print(f"written to {path}", flush=True)
     return rows
