@@ -39,6 +39,11 @@ class GPTConfig:
                                                              "bias)", gpt2="layernorm")
     mlp: Literal["gelu", "relu2"] = key("gelu", "the MLP's activation: GELU, or ReLU squared", gpt2="gelu")
     logit_softcap: float | None = key(None, "full head: logits = cap · tanh(logits / cap)", gt=0, gpt2=None)
+    mup_base_width: int | None = key(None, "µP (maximal update parametrization): the width (n_embd) whose tuned "
+                                           "hyper-parameters carry over; a model m times wider scales its blocks' "
+                                           "initial weights by 1/√m, their AdamW learning rate by 1/m, attention "
+                                           "by 1/head size and the output by 1/m. null: standard "
+                                           "parametrization", **SIZE, gpt2=None)
 
     def __post_init__(self):
         check_fields(self, "model.")

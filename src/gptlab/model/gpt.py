@@ -46,6 +46,10 @@ class CausalSelfAttention(nn.Module):
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v in one matmul
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
+        # µP: q·k / head size, the attention logits' scale that holds as heads widen (Tensor Programs V), times
+        # √(base head size) so that at the base width it is the standard 1/√(head size); None: SDPA's 1/√(head size)
+        base = config.mup_base_width
+        self.scale = math.sqrt(base / config.n_head) / (config.n_embd / config.n_head) if base else None
 
     def forward(self, x, kv_cache=None, rope=None):
         B, T, C = x.size()
@@ -60,12 +64,12 @@ class CausalSelfAttention(nn.Module):
         is_causal = kv_cache is None or k.size(2) == T
         if is_causal or T == 1:
             y = F.scaled_dot_product_attention(
-                q, k, v, is_causal=is_causal, dropout_p=self.dropout if self.training else 0.0
+                q, k, v, is_causal=is_causal, dropout_p=self.dropout if self.training else 0.0, scale=self.scale
             )
         else:
             offset = k.size(2) - T
             mask = torch.ones(T, k.size(2), dtype=torch.bool, device=x.device).tril(diagonal=offset)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
@@ -152,6 +156,15 @@ class GPT(nn.Module):
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=config.init_std / math.sqrt(2 * config.n_layer))
+        # µP: the blocks' matrices start at 1/√(width multiplier) of their standard size (std ∝ 1/√fan_in), and
+        # the output reads the hidden states divided by the multiplier; embeddings, norms and the output layer's
+        # own weights are as at the base width (training/optim.py scales the learning rates)
+        self.width_mult = config.n_embd / config.mup_base_width if config.mup_base_width else None
+        if self.width_mult:
+            with torch.no_grad():
+                for p in self.transformer.h.parameters():
+                    if p.dim() == 2:
+                        p.div_(math.sqrt(self.width_mult))
 
     def _init_weights(self, module):
         if isinstance(module, nn.Linear):
@@ -185,7 +198,8 @@ class GPT(nn.Module):
         return 6 * matmul_weights + 12 * c.n_layer * T * c.n_embd
 
     def hidden_states(self, idx, kv_caches=None):
-        """Final normalised hidden states (B, T, n_embd), before the output layer."""
+        """Final normalised hidden states (B, T, n_embd), before the output layer (under µP, divided by the width
+        multiplier: the logits are the output layer's of these)."""
         B, T = idx.size()
         start = len(kv_caches[0]) if kv_caches else 0
         if start + T > self.config.block_size:
@@ -198,7 +212,8 @@ class GPT(nn.Module):
         x = self.transformer.drop(x)
         for i, block in enumerate(self.transformer.h):
             x = block(x, kv_caches[i] if kv_caches else None, rope)
-        return self.transformer.ln_f(x)
+        h = self.transformer.ln_f(x)
+        return h / self.width_mult if self.width_mult else h  # µP's output multiplier, on the head's input
 
     @torch.no_grad()
     def set_vocab_order(self, counts):

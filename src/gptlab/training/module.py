@@ -16,6 +16,7 @@ from gptlab.errors import GptlabError
 from gptlab.model.gpt import GPT, GPTConfig
 from gptlab.model.hf import load_weights
 from gptlab.model.metrics import lm_metrics
+from gptlab.training.optim import mup_learning_rates
 from gptlab.training.resilience import NonFiniteLossError
 
 log = logging.getLogger(__name__)
@@ -220,6 +221,7 @@ class GPTLitModule(L.LightningModule):
         make_opt = instantiate(self.optimizer_factory) if isinstance(self.optimizer_factory, dict) \
             else self.optimizer_factory
         optimizer = make_opt(param_groups(self.model, self.param_dims))
+        mup_learning_rates(optimizer, self.model.config)
         if self.scheduler_factory is None:
             return optimizer
         make_sched = instantiate(self.scheduler_factory) if isinstance(self.scheduler_factory, dict) \

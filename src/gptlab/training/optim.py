@@ -123,3 +123,20 @@ class MuonAdamW(torch.optim.Optimizer):
         for o, s in zip(self.inner, state_dict["inner"], strict=True):
             o.load_state_dict(s)
         self.param_groups = [g for o in self.inner for g in o.param_groups]
+
+
+def mup_learning_rates(optimizer, config) -> None:
+    """µP (model.mup_base_width): the AdamW learning rate of the blocks' matrices (the parameter group "matrix")
+    divided by the width multiplier n_embd / mup_base_width, so that their updates move each activation as much at
+    every width (Tensor Programs V, Table 3: Adam, hidden weights). Muon's matrices keep theirs: an orthogonalised
+    update scaled by √max(1, rows / cols), Muon's own rule, already has the spectral size µP asks of hidden
+    weights at every width (Yang, Simon & Bernstein, "A spectral condition for feature learning", 2023).
+    Embeddings, biases, norms and the output layer keep theirs, as µP's Adam rule has it. Call it before the
+    schedule is made, which takes these as its base rates."""
+    if not config.mup_base_width:
+        return
+    width_mult = config.n_embd / config.mup_base_width
+    muon = optimizer.muon.param_groups if isinstance(optimizer, MuonAdamW) and optimizer.muon else []
+    for group in optimizer.param_groups:
+        if group.get("name") == "matrix" and not any(group is g for g in muon):
+            group["lr"] /= width_mult
