@@ -11,7 +11,9 @@ import torch
 from conftest import DATA_DIR
 
 from gptlab.data.corpus import WikiText2
+from gptlab.errors import GptlabError
 from gptlab.model.gpt import GPT, GPTConfig
+from gptlab.model.hf import check_gpt2_architecture
 from gptlab.training.module import param_groups
 from gptlab.training.optim import MuonAdamW, mup_learning_rates
 
@@ -81,3 +83,5 @@ def test_mup_at_its_base_width_is_the_standard_model_and_scales_the_rest():
                      fused=False)
     mup_learning_rates(muon, wide)  # Muon's own shape scaling is µP's already: unchanged
     assert [g["lr"] for g in muon.param_groups] == [0.01, 3e-3, 3e-3]
+    with pytest.raises(GptlabError, match="model.mup_base_width=32: not GPT-2's architecture"):
+        check_gpt2_architecture(wide, "model", "to export it, train with")  # as the export refuses it

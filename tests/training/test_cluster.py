@@ -36,14 +36,17 @@ STEPS = [
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, small_data_dir, token_cache_dir):  # noqa: F811
-    """The same 4-step run of two processes under DDP, FSDP with full checkpoints and FSDP with sharded ones."""
+    """The same 4-step run of two processes under DDP, FSDP with full checkpoints and FSDP with sharded ones. The
+    full one keeps no best checkpoint, so its final validation and test run on the weights gathered from the
+    ranks; the others' on their best checkpoint (step 4's weights, all the same)."""
     base = tmp_path_factory.mktemp("fsdp")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
         common = [*RUN, *STEPS, f"data.data_dir={small_data_dir}"]
         out = {}
         sharded = [*FSDP, "trainer.strategy.state_dict_type=sharded"]
-        for name, extra in (("ddp", []), ("full", FSDP), ("sharded", sharded)):
+        full = [*FSDP, "callbacks.model_checkpoint=null", "+trainer.enable_checkpointing=false"]
+        for name, extra in (("ddp", []), ("full", full), ("sharded", sharded)):
             proc = run_train(base / name, *common, *extra, cache_dir=token_cache_dir)
             out[name] = proc.stdout + proc.stderr
         # a sharded run that stopped after its step-2 save, resumed by the same command with resume=true
@@ -69,6 +72,7 @@ def test_fsdp_trains_and_scores_as_ddp_does(runs):
         for key, expected in ddp.items():  # the losses of every step, the final scores on the best checkpoint
             assert metrics(base / name, key) == pytest.approx(expected, rel=1e-5), (name, key)
         assert "3.32M parameters" in out[name]  # the model's, not one rank's shards
+        assert ("checkpoint (none written)" in out[name]) == (name == "full")  # full: scored on gathered weights
         # decoded at each validation by rank 0 from the weights gathered from both (greedy: argmax ties aside, DDP's)
         lines = (base / name / "samples.txt").read_text().splitlines()
         assert [line.split(">>>")[0] for line in lines] == \

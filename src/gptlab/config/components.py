@@ -148,7 +148,8 @@ class Constant:
 class WandbLogger:
     project: str = key(help="the W&B project")
     name: str | None = key(help="the run's name; in a multirun each job is named after its swept keys instead")
-    group: str | None = key(help="null: in a multirun, the sweep (its directory's name)")
+    group: str | None = key(help="null: in a multirun, the sweep (its directory's name; in a sweep over seed, "
+                                 "and the job's configuration)")
     tags: list[str] | None = key(help="tags of the run", empty=True)
     save_dir: str = key(help="runs are kept under <save_dir>/wandb/")
     offline: bool | None = key(help="null: offline unless an API key is configured (WANDB_MODE, when set, "

@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 
 from gptlab.config import components
 from gptlab.config.declare import describe, schema
-from gptlab.config.run import APPS, wandb_group
+from gptlab.config.run import APPS
 from gptlab.config.rundir import config_subdir, job_name, restarted, run_dir
 
 
@@ -21,7 +21,6 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("gptlab_restarted", restarted, replace=True)  # resume's default: a requeue
     OmegaConf.register_new_resolver("gptlab_config_subdir", config_subdir, replace=True)  # a rerun keeps its config
     OmegaConf.register_new_resolver("gptlab_job_name", job_name, replace=True)  # one log per rank
-    OmegaConf.register_new_resolver("gptlab_wandb_group", wandb_group, replace=True)  # a multirun's seeds together
     OmegaConf.register_new_resolver("gptlab_help", help_text, replace=True)  # conf/hydra/default.yaml: --help
 
 

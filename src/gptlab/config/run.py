@@ -260,12 +260,6 @@ def configuration(overrides) -> list[str]:
     return [str(o) for o in overrides if str(o).partition("=")[0].lstrip("+~") != "seed"]
 
 
-def wandb_group(mode, overrides) -> str | None:
-    """A multirun job's W&B group: its configuration (its overrides but the seed), so that the seeds of one
-    configuration appear together; None for a single run."""
-    return " ".join(configuration(overrides)) or "default" if str(mode).endswith("MULTIRUN") else None
-
-
 def no_rules(get) -> list[str]:
     return []
 

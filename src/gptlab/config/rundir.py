@@ -72,7 +72,8 @@ def job_stamp() -> str | None:
     """The run directory's name for a job whose processes a cluster starts (srun's tasks, torchrun's workers): the
     job's id, which every process on every node shares, where each one's clock would give each its own ${now}; the
     same again when the job is requeued or restarted, so that it resumes there. None for a process started alone,
-    and for torchrun's static rendezvous, which has no id (`--rdzv-id`, or a pinned hydra.run.dir, gives one)."""
+    and under torchrun without `--rdzv-id` (its id is then "none"; `--standalone` draws a new one each time, so a
+    requeued job that runs torchrun needs `--rdzv-id`, e.g. $SLURM_JOB_ID, to find its run again)."""
     env = os.environ
     if env.get("SLURM_JOB_ID") and int(env.get("SLURM_NTASKS") or 1) > 1:
         job = (f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}" if env.get("SLURM_ARRAY_TASK_ID")

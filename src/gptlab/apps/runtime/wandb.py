@@ -17,6 +17,7 @@ from gptlab.apps.results.table import short_value
 from gptlab.apps.runtime.multirun import hydra_job
 from gptlab.config import components
 from gptlab.config.declare import check_values
+from gptlab.config.run import configuration
 from gptlab.errors import GptlabError
 
 log = logging.getLogger(__name__)
@@ -109,12 +110,22 @@ def name_from_overrides(overrides, swept_keys=None) -> str:
     return ",".join(parts)
 
 
+def sweep_group(job: dict) -> str:
+    """A multirun job's W&B group: the sweep (its directory's name); in a sweep over seed, the sweep and the job's
+    configuration (its swept values but the seed), so that W&B shows each configuration's seeds together."""
+    sweep = Path(job["sweep_dir"]).name
+    swept = set(job["swept_keys"] or ())
+    if "seed" not in swept:
+        return sweep
+    return f"{sweep} {name_from_overrides(configuration(job['overrides']), swept - {'seed'})}".strip()
+
+
 class WandbLogger(LightningWandbLogger):
     """Lightning's WandbLogger (every argument of it and of wandb.init works, e.g. `id` and `resume` to continue a
     run), with: `offline=None` (offline unless an API key is configured), multirun jobs named after their
-    overrides and grouped by the sweep's directory name, and `watch` (gradients, parameters or all) to log
-    histograms every `watch_log_freq` steps. The keys conf/logger/wandb.yaml sets are declared in
-    gptlab/config/components.py (WandbLogger) and checked here, before wandb.init sees them."""
+    overrides and grouped by the sweep's directory name (and configuration, in a sweep over seed), and `watch`
+    (gradients, parameters or all) to log histograms every `watch_log_freq` steps. The keys conf/logger/wandb.yaml
+    sets are declared in gptlab/config/components.py (WandbLogger) and checked here, before wandb.init sees them."""
 
     def __init__(self, *, name, group, offline, watch, watch_log_freq, **kwargs):
         check_values(components.WandbLogger, dict(kwargs, name=name, group=group, offline=offline, watch=watch,
@@ -122,7 +133,7 @@ class WandbLogger(LightningWandbLogger):
         job = hydra_job()
         if job["sweep_dir"] is not None:
             name = name_from_overrides(job["overrides"], job["swept_keys"]) or name
-            group = group or Path(job["sweep_dir"]).name
+            group = group or sweep_group(job)
         # wandb's ~35 lines a run (banner, history, summary, sync hint) repeat what gptlab's summary says and bury a
         # sweep's own output: silent, and finish_wandb says in one line where the run went
         kwargs.setdefault("settings", {"silent": True})
