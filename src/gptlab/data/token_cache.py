@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from gptlab.data.tokenizer import Tokenizer
+from gptlab.data.wikitext import title
 from gptlab.errors import GptlabError
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ def load_or_build(
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
         raise GptlabError(f"{source} is not UTF-8 text: byte {e.start} (line {line}) is {data[e.start:e.end]!r}. "
-                          f"Give a WikiText file saved as UTF-8") from None
+                          f"Give a {title(corpus)} file saved as UTF-8") from None
     ids = encode_text(tokenizer, text, id_dtype(tokenizer.vocab_size))
     stats = text_stats(data, tokens=len(ids))
     try:
