@@ -47,6 +47,9 @@ def test_mistakes_that_gave_tracebacks_or_pointed_elsewhere_give_one_line(tmp_pa
         ("train", [f"hydra.run.dir={a_file}/run"], {}, f"cannot create the run directory {a_file}/run: Not a "
                                                         f"directory (hydra.run.dir)"),
         ("train", ["model.n_embd=65536"], {}, "model: training it takes about"),  # (the allocator's traceback)
+        ("train", ["train_flops=1e9"], {}, "train_flops=1e+09: less than one optimizer step, which trains "),
+        ("train", ["train_flops=1e12", "callbacks.flop_budget=null"], {}, "train_flops=1e+12 needs callbacks."
+                                                                          "flop_budget"),
         ("train", ["trainer.num_nodes=2"], {}, "trainer.num_nodes=2, but nothing started this run on several "
                                                "nodes: it would wait for the other nodes forever"),
         ("train", ["logger=wandb", "logger.wandb.offline=false"],

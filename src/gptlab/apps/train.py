@@ -265,11 +265,13 @@ def train_and_evaluate(cfg: DictConfig, dm, module, trainer) -> float:
     """Fit, then validate and test; writes <output_dir>/result.json; returns the validation perplexity."""
     t0 = time.time()
     from gptlab.apps.runtime.wandb import log_config_to_wandb
+    from gptlab.training.budget import tokens_per_step
     from gptlab.training.sharding import evaluation_module
 
     config = ran_config(cfg, trainer)
     log_config_to_wandb(trainer, config)
-    params = module.model.num_params()  # counted before FSDP shards them
+    # counted before FSDP shards them; with the FLOPs a token as trained, what a scaling fit reads of the run
+    size = {"params": module.model.num_params(), "block_params": module.model.num_block_params()}
     trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
 
     # Final scores on the full splits, from the best checkpoint when one was written.
@@ -284,10 +286,11 @@ def train_and_evaluate(cfg: DictConfig, dm, module, trainer) -> float:
     record_schedule_end(module, trainer)  # after validate and test, which log the hyper-parameters of the start
     if trainer.is_global_zero:
         meter = throughput(trainer)
-        print_summary(cfg, module, params, trainer, val, test, ckpt, time.time() - t0)
+        print_summary(cfg, module, size["params"], trainer, val, test, ckpt, time.time() - t0)
         write_result(cfg.paths.output_dir, "completed", {**val, **test}, overrides=hydra_job()["overrides"],
                      steps=trainer.global_step, seconds=time.time() - t0, precision=trainer.precision,
-                     config=config,
+                     config=config, train_tokens=trainer.global_step * tokens_per_step(trainer),
+                     flops_per_token=module.flops_per_token, **size,
                      **{"perf/tokens_per_sec": meter.tokens_per_sec if meter else None})
     return val.get("val/ppl", float("nan"))
 

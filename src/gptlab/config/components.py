@@ -73,6 +73,14 @@ class TimeBudget:
 
 
 @dataclass(eq=False, kw_only=True)
+class FlopBudget:
+    flops: float | None = key(help="training ends at the step where the model has trained this many FLOPs "
+                                    "(train_flops); null: at trainer.max_steps", gt=0)
+
+    __post_init__ = _check
+
+
+@dataclass(eq=False, kw_only=True)
 class StepSeed:
     seed: int = key(help="seeds each training batch from (seed, epoch, batch): a resumed run draws the same "
                          "dropout masks", ge=0, le=2**32 - 1)

@@ -53,6 +53,9 @@ class TrainConfig:
                                                    "validation and test; 1.0: the full splits", ge=1)
     global_batch_tokens: int | None = key(None, "tokens per optimizer step; set, accumulate_grad_batches = it / "
                                                 "(block_size × data.batch_size × devices × num_nodes)", **SIZE)
+    train_flops: float | None = key(None, "training compute: trainer.max_steps becomes the steps that train this "
+                                          "many FLOPs (the model's flops_per_token × the tokens of a step); "
+                                          "IsoFLOP sweeps, +sweep=scaling. null: trainer.max_steps", gt=0)
     paths: Paths = group(Paths, "where things are")
     data: DataConfig = group(DataConfig, "the data (conf/data/)")
     model: GPTConfig = group(GPTConfig, "the model (conf/model/)")
@@ -142,6 +145,18 @@ class SweepConfig:
     csv: str | None = key(None, "where to write the table as CSV; null: <dir>/summary.csv")
 
 
+@dataclass(kw_only=True)
+class ScalingConfig:
+    dir: str = key(help="a multirun directory of an IsoFLOP sweep (python train.py -m +sweep=scaling)")
+    flops: float | None = key(None, "the compute budget (training FLOPs) to give the compute-optimal size for; null: "
+                                    "10× the sweep's largest", gt=0)
+    held_out: str | None = key(None, "a run directory outside the sweep: its final val loss against the fit's")
+    bootstrap: int = key(200, "resamples of the runs for the fitted numbers' spread; 0: none", ge=0, le=100_000)
+    seed: int = key(0, "seeds the resampling", **SEED)
+    out: str = key("${dir}/plots", "the folder the figure (scaling.<format>) is written into")
+    format: Literal["png", "pdf", "svg"] = key("png", "the figure's file format")
+
+
 # --- rules between groups
 
 
@@ -167,6 +182,9 @@ def train_rules(get) -> list[str]:
     if str(get("optimizer._target_")).endswith("MuonAdamW") and "fsdp" in str(strategy).lower():
         raise GptlabError("optimizer=muon with trainer=fsdp: Muon orthogonalises whole matrices and FSDP shards "
                           "them; add optimizer=adamw")
+    if get("train_flops") is not None and not get("callbacks.flop_budget"):
+        raise GptlabError(f"train_flops={get('train_flops'):g} needs callbacks.flop_budget, which turns it into "
+                          f"steps (it is null here)")
     tokens = get("global_batch_tokens")
     if tokens is not None:
         if get("trainer.accumulate_grad_batches") not in (None, 1):
@@ -174,8 +192,10 @@ def train_rules(get) -> list[str]:
         accumulation(tokens, data_block, get("data.batch_size"),
                      process_count(get("trainer.devices"), get("trainer.num_nodes")))
     warnings = []
-    max_steps = get("trainer.max_steps")
-    total = get("scheduler.total_steps") if get("scheduler.total_steps") is not None else max_steps
+    # train_flops decides the steps once the model is built: the warnings about the run's length wait for it
+    max_steps = get("trainer.max_steps") if get("train_flops") is None else None
+    total = get("scheduler.total_steps") if max_steps is not None and get("scheduler.total_steps") is not None \
+        else max_steps
     warmup = get("scheduler.warmup_steps")
     if warmup is not None and total is not None and total > 0 and warmup >= total:
         warnings.append(f"scheduler.warmup_steps={warmup} is not shorter than the run ({total} steps): the learning "
@@ -267,4 +287,4 @@ def no_rules(get) -> list[str]:
 # every command: its declaration (conf/<command>.yaml composes into it) and its rules between groups
 APPS = {"train": (TrainConfig, train_rules), "eval": (EvalConfig, eval_rules),
         "generate": (GenerateConfig, generate_rules), "export": (ExportConfig, no_rules),
-        "plot": (PlotConfig, no_rules), "sweep": (SweepConfig, no_rules)}
+        "plot": (PlotConfig, no_rules), "sweep": (SweepConfig, no_rules), "scaling": (ScalingConfig, no_rules)}

@@ -181,6 +181,11 @@ class GPT(nn.Module):
             n -= self.transformer.wpe.weight.numel()
         return n
 
+    def num_block_params(self):
+        """The blocks' parameters: the N of scaling laws (Kaplan et al. 2020's non-embedding count), which a
+        50k-token embedding and output layer would swamp at small widths."""
+        return sum(p.numel() for p in self.transformer.h.parameters())
+
     def flops_per_token(self, seq_len=None):
         """Training FLOPs per token (forward + backward): 6 per matmul weight plus attention's 12·L·T·d
         (PaLM, appendix B). Matmul weights are the blocks' Linear layers, counted from the modules as built, and

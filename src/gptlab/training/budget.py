@@ -28,6 +28,7 @@ import torch
 
 from gptlab.config import components
 from gptlab.config.declare import Duration
+from gptlab.errors import GptlabError
 from gptlab.training.schedulers import WarmupDecay
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,35 @@ def set_total_steps(trainer, total_steps: int, step: int | None = None) -> None:
             fn.total_steps = total_steps
         else:
             fn.move_end(total_steps, step)
+
+
+def tokens_per_step(trainer) -> int:
+    """Training tokens in one optimizer step: every process's micro-batches of windows."""
+    dm = trainer.datamodule
+    return dm.batch_size * dm.block_size * trainer.accumulate_grad_batches * trainer.world_size
+
+
+class FlopBudget(components.FlopBudget, L.Callback):
+    """A compute budget (train_flops) as a number of steps: the FLOPs the model trains on a token
+    (GPTLitModule.flops_per_token: known once the adaptive head has its clusters' shares of the data) times the
+    tokens of a step. Set as fitting starts, before anything is logged and before the time budget reads
+    trainer.max_steps as its cap; the schedule's decay ends there too. Exact steps, so that the runs of an IsoFLOP
+    sweep train what they are named after; a time budget can still end one sooner (result.json's train_tokens
+    says what it trained)."""
+
+    def on_fit_start(self, trainer, pl_module):
+        if self.flops is None:
+            return
+        tokens = tokens_per_step(trainer)
+        steps = round(self.flops / (pl_module.flops_per_token * tokens))
+        if steps < 1:
+            raise GptlabError(f"train_flops={self.flops:g}: less than one optimizer step, which trains "
+                              f"{pl_module.flops_per_token * tokens:.3g} FLOPs ({tokens:,} tokens × "
+                              f"{pl_module.flops_per_token:.3g} FLOPs a token)")
+        set_total_steps(trainer, steps)
+        if trainer.is_global_zero:
+            log.info("train_flops=%g: %d steps of %d tokens at %.3g FLOPs a token", self.flops, steps, tokens,
+                     pl_module.flops_per_token)
 
 
 def schedules(trainer) -> list[WarmupDecay]:

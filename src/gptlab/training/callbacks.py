@@ -25,12 +25,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(eq=False, kw_only=True)
 class Throughput(components.Throughput, L.Callback):
-    """Logs perf/tokens_per_sec over the last `window` steps, and perf/mfu: model FLOPs (GPT.flops_per_token) per
-    second of one device over its peak. peak_flops: a number, or "auto": Lightning's datasheet table for known
-    GPUs, on CPUs the best matmul FLOP/s measured on this machine and kept in cache_dir (gptlab.training.flops), in
-    the dtype the run computes in; null: no MFU. peak_source says which, for the run's summary. Time spent in
-    validations is left out, so the rate is training's alone; the first `skip` steps (start-up, compilation) are
-    left out of the run's average, kept in `tokens_per_sec` for the final summary.
+    """Logs perf/tokens_per_sec over the last `window` steps, and perf/mfu: model FLOPs (the module's
+    flops_per_token) per second of one device over its peak. peak_flops: a number, or "auto": Lightning's datasheet
+    table for known GPUs, on CPUs the best matmul FLOP/s measured on this machine and kept in cache_dir
+    (gptlab.training.flops), in the dtype the run computes in; null: no MFU. peak_source says which, for the run's
+    summary. Time spent in validations is left out, so the rate is training's alone; the first `skip` steps
+    (start-up, compilation) are left out of the run's average, kept in `tokens_per_sec` for the final summary.
     clock: the seconds clock it reads (tests drive a fake one).
 
     Not Lightning's ThroughputMonitor: it has no peak for CPUs (get_available_flops knows GPUs and TPUs only), and
@@ -88,7 +88,7 @@ class Throughput(components.Throughput, L.Callback):
 
     def _mfu(self, tokens_per_sec, trainer, pl_module):
         """Model FLOPs per second of one device, as a fraction of its peak."""
-        return pl_module.model.flops_per_token() * tokens_per_sec / trainer.world_size / self.peak
+        return pl_module.flops_per_token * tokens_per_sec / trainer.world_size / self.peak
 
 
 class StepProgress(RichProgressBar):

@@ -97,6 +97,7 @@ class GPTLitModule(L.LightningModule):
         model = {k: v for k, v in model.items() if k != "_target_"}
         self.model = GPT(GPTConfig(**model))
         self.param_dims = {n: p.dim() for n, p in self.model.named_parameters()}  # before any FSDP wrapping
+        self.flops_per_token = None  # training FLOPs a token, as trained: counted in setup
         self.split_stats = {}  # filled from the data module: words and bytes for word-level ppl and bits/byte
         for split in ("val", "test"):  # summed over batches and processes: exact token-weighted means
             for k in ("nll", "count", "correct"):  # correct: targets that were the top-1 prediction
@@ -117,6 +118,8 @@ class GPTLitModule(L.LightningModule):
             # rank tokens by training-set frequency; a checkpoint being resumed overwrites this with its own
             counts = np.bincount(dm.ids("train"), minlength=self.model.config.vocab_size)
             self.model.set_vocab_order(counts)
+        if stage == "fit":  # before FSDP shards the weights it counts; the adaptive head's clusters' shares known
+            self.flops_per_token = self.model.flops_per_token(getattr(dm, "block_size", None))
 
     def forward(self, idx, targets=None):
         return self.model(idx, targets)

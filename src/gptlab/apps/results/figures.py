@@ -18,7 +18,7 @@ from gptlab.apps.results.table import split_overrides
 from gptlab.config.run import configuration
 
 
-def _plt():
+def pyplot():
     import matplotlib
 
     if "matplotlib.pyplot" not in sys.modules:
@@ -64,7 +64,7 @@ def _mark_final(a, x, y, text) -> None:
 
 def run_figure(run: Run, title: str | None = None):
     """2 × 3 panels: loss and ppl by step, ppl by tokens, learning rate, tokens/s, final scores."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(2, 3, figsize=(15, 8), layout="constrained")
     fig.suptitle(title or run_title(run), fontsize=13)
     steps, loss = run.series("train/loss")
@@ -146,7 +146,7 @@ def format_table(rows: list[dict]) -> str:
 def sweep_figure(runs: list[Run], title: str | None = None):
     """Every job's validation perplexity by step, and the final val ppl of each job as bars; for a multirun over
     seeds, each configuration's curves in one colour and its bar the mean over its seeds, ± their std."""
-    plt = _plt()
+    plt = pyplot()
     groups: dict[str, list[Run]] = {}
     for r in runs:
         groups.setdefault(" ".join(configuration(r.overrides)), []).append(r)
@@ -193,7 +193,7 @@ def sweep_figure(runs: list[Run], title: str | None = None):
 def write_figures(path, out=None, format: str = "png", dpi: int = 150) -> list[Path]:
     """The figures of the run or multirun at `path`, as files of `format` in `out` (None: <path>/plots/); returns
     their paths."""
-    plt = _plt()
+    plt = pyplot()
     runs = load_runs(path)
     out = Path(out or Path(path) / "plots")
     out.mkdir(parents=True, exist_ok=True)
