@@ -10,12 +10,12 @@ import sys
 import numpy as np
 import pytest
 from conftest import REPO, TINY, run_train
-from scipy.optimize import minimize_scalar
+from scipy.optimize import check_grad, minimize_scalar
 from test_sweep import sweeper_config
 from test_wandb import explain, multirun
 
 from gptlab.apps.results.result import write_result
-from gptlab.apps.results.scaling import Point, predict, scaling_fit
+from gptlab.apps.results.scaling import GRID, Point, _objective, fit_loss, predict, scaling_fit
 
 LAW = {"E": 1.7, "A": 400.0, "alpha": 0.34, "B": 410.0, "beta": 0.28}  # Chinchilla's fit, roughly
 A_TRUE = LAW["beta"] / (LAW["alpha"] + LAW["beta"])
@@ -55,6 +55,31 @@ def test_the_fit_recovers_a_known_law_its_exponents_and_the_compute_optimal_size
     spread = report["bootstrap"]
     assert spread["a"]["p5"] < A_TRUE < spread["a"]["p95"] and 0 < spread["a"]["std"] < 0.05
     assert spread["alpha"]["resamples"] == 30
+
+
+def test_the_objectives_gradient_is_its_derivative_and_the_grid_starts_in_the_fits_parameter_order():
+    points = law_points(noise=0.02)
+    args = tuple(np.log([getattr(p, k) for p in points]) for k in ("n", "d", "loss"))
+    for theta in ([6.0, 0.34, 6.0, 0.28, 0.5], [1.0, 0.9, 12.0, 0.1, 0.0], GRID[7]):
+        theta = np.array(theta, float)
+        error = check_grad(lambda t: _objective(t, *args)[0], lambda t: _objective(t, *args)[1], theta)
+        assert error < 1e-4 * np.linalg.norm(_objective(theta, *args)[1]), (theta, error)  # finite differences
+    log_a, alpha, log_b, beta, log_e = GRID.T  # the fit's order: exponents 0.2-1, log coefficients 0-15
+    assert set(alpha) == set(beta) == {0.2, 0.5, 1.0} and set(log_a) == set(log_b) == {0.0, 5.0, 15.0}
+    assert set(log_e) == {0.0, 0.75, 1.5}
+    one_start = fit_loss(*(np.array([getattr(p, k) for p in law_points(noise=0.0)]) for k in ("n", "d", "loss")),
+                         starts=GRID[:1])  # from the grid's first point alone: found all the same
+    assert one_start["beta"] == pytest.approx(LAW["beta"], rel=1e-3)
+
+
+def test_a_run_cut_short_is_left_out_of_its_isoflop_profile_but_not_out_of_the_fit():
+    points = law_points()
+    cut = points[3]
+    points[3] = Point(cut.job, cut.n, cut.d / 2, cut.c / 2, cut.budget, float(predict(LAW, cut.n, cut.d / 2)))
+    report = scaling_fit(points, 1e21, bootstrap=0)
+    assert report["runs"] == 21 and report["numbers"]["a"] == pytest.approx(A_TRUE, abs=0.02)
+    assert [m["runs"] for m in report["minima"]] == [6, 7, 7]
+    assert report["minima"][0]["n_opt"] == pytest.approx(optimum(BUDGETS[0]), rel=0.3)
 
 
 def test_without_noise_the_fit_is_exact_and_without_a_bracketed_minimum_there_is_no_isoflop_exponent():
@@ -120,7 +145,7 @@ def test_train_flops_trains_the_steps_of_its_budget_counted_with_the_adaptive_he
                                                                                          token_cache_dir):
     budget = 3e10
     run_train(tmp_path, *TINY, "model.head=adaptive", "model.tie_weights=false", f"train_flops={budget}",
-              cache_dir=token_cache_dir)
+              "run_time=null", "trainer.max_time=null", cache_dir=token_cache_dir)  # no time budget to end it sooner
     result = json.loads((tmp_path / "result.json").read_text())
     per_step = 4 * 128  # data.batch_size × block_size
     assert result["train_tokens"] == result["steps"] * per_step and result["steps"] != 6  # not trainer.max_steps

@@ -33,6 +33,18 @@ def test_a_schedule_moved_to_fewer_steps_keeps_them_in_its_state_dict(make):
     assert restored.lr_lambdas[0](40) == pytest.approx(0.1) and restored.lr_lambdas[0](25) > 0.1
 
 
+def test_a_run_planned_before_it_begins_gets_the_warmup_of_its_length():
+    """A compute budget (train_flops) sets the length once the model is built: the schedule is as if configured
+    with it, the warmup at most half of it."""
+    short = Cosine(total_steps=6, warmup_steps=10, min_lr_ratio=0.1)(make_opt()).lr_lambdas[0]  # debug=tiny's 6
+    assert short.warmup_steps == 3
+    short.plan(400)
+    planned = Cosine(total_steps=400, warmup_steps=10, min_lr_ratio=0.1)(make_opt()).lr_lambdas[0]
+    assert short.warmup_steps == 10 and [short(s) for s in range(420)] == [planned(s) for s in range(420)]
+    short.plan(8)
+    assert short.warmup_steps == 4 and short(8) == pytest.approx(0.1)
+
+
 def test_constant_warms_up_then_holds():
     opt = make_opt()
     sched = Constant(warmup_steps=3)(opt)

@@ -5,12 +5,19 @@ held-out run against the fit; printed, written to <dir>/scaling.json, drawn in <
 (results/scaling.py; conf/scaling.yaml; the keys: gptlab/config/run.py, ScalingConfig)."""
 
 from gptlab.config.validate import validate
+from gptlab.errors import GptlabError
 
 
 def run(cfg) -> dict:
     validate(cfg, "scaling")
     from pathlib import Path
 
+    try:
+        import matplotlib  # noqa: F401
+        import scipy  # noqa: F401
+        import threadpoolctl  # noqa: F401
+    except ImportError as e:
+        raise GptlabError(f"the scaling fit needs {e.name}: pip install -e '.[plot]'") from None
     from gptlab.apps.results import scaling
 
     points = scaling.read_points(cfg.dir)

@@ -121,8 +121,9 @@ def check_resources(cfg: DictConfig, trainer: dict, config) -> None:
             f"({cost.params / 1e6:,.0f}M parameters: {cost.state_bytes / GIB:,.1f} GiB of weights, gradients and "
             f"optimizer state; {cost.activation_bytes / GIB:,.1f} GiB of activations at data.batch_size={batch} × "
             f"model.block_size={config.block_size}{each}). Use a smaller model or data.batch_size, or trainer=fsdp")
-    steps, tokens = int(trainer.get("max_steps") or 0), batch * config.block_size * int(
-        trainer.get("accumulate_grad_batches") or 1)
+    tokens = batch * config.block_size * int(trainer.get("accumulate_grad_batches") or 1)
+    steps = int(trainer.get("max_steps") or 0) if cfg.get("train_flops") is None else \
+        round(cfg.train_flops / (cost.flops_per_token * tokens))  # about FlopBudget's (training/budget.py)
     if steps <= 0 or cost.flops_per_token * tokens * steps < 1e15:  # minutes at most anywhere: not worth a look
         return
     from gptlab.training.flops import peak_flops

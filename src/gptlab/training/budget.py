@@ -68,7 +68,9 @@ class FlopBudget(components.FlopBudget, L.Callback):
             raise GptlabError(f"train_flops={self.flops:g}: less than one optimizer step, which trains "
                               f"{pl_module.flops_per_token * tokens:.3g} FLOPs ({tokens:,} tokens × "
                               f"{pl_module.flops_per_token:.3g} FLOPs a token)")
-        set_total_steps(trainer, steps)
+        trainer.fit_loop.epoch_loop.max_steps = steps
+        for fn in schedules(trainer):  # a resumed run then gets its checkpoint's schedule back: the same plan
+            fn.plan(steps)
         if trainer.is_global_zero:
             log.info("train_flops=%g: %d steps of %d tokens at %.3g FLOPs a token", self.flops, steps, tokens,
                      pl_module.flops_per_token)

@@ -27,10 +27,17 @@ class WarmupDecay:
     anchor = None  # (step, factor): where a linear decay re-planned late goes on from
 
     def __init__(self, shape, total_steps, warmup_steps, min_lr_ratio, decay_fraction=None):
-        self.shape, self.total_steps, self.min_lr_ratio = shape, int(total_steps), float(min_lr_ratio)
-        self.warmup_steps = min(int(warmup_steps), self.total_steps // 2)  # fixed here: a later total keeps it
+        self.shape, self.min_lr_ratio = shape, float(min_lr_ratio)
+        self.warmup_wanted = int(warmup_steps)  # the config's, for `plan`
+        self.plan(total_steps)  # the warmup is fixed here: a later move_end keeps it
         if decay_fraction is not None:
             self.decay_fraction = float(decay_fraction)
+
+    def plan(self, total_steps) -> None:
+        """The length of a run not begun yet (a compute budget decides it once the model is built): its end, and
+        its warmup at most half of it."""
+        self.total_steps = int(total_steps)
+        self.warmup_steps = min(self.warmup_wanted, self.total_steps // 2)
 
     def decay_start(self, total_steps=None) -> int:
         """The step where the decay begins, for a run ending at total_steps (this schedule's own by default)."""

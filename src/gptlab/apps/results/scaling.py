@@ -33,9 +33,11 @@ from gptlab.errors import GptlabError
 
 HUBER_DELTA = 1e-3  # Chinchilla's: the fit follows the bulk of the runs, not an outlier
 SCALING_FILE = "scaling.json"  # in the sweep directory: every fitted number, with its bootstrap spread
-# approach 3's starting points (Chinchilla's grid, coarser): exponents, log E, log A, log B
-GRID = np.array(np.meshgrid([0.2, 0.5, 1.0], [0.2, 0.5, 1.0], [0.0, 0.75, 1.5], [0.0, 5.0, 15.0],
-                            [0.0, 5.0, 15.0], indexing="ij")).reshape(5, -1).T
+ON_BUDGET = 0.1  # a run in its budget's IsoFLOP profile: its compute within 10 % (whole steps; not cut short)
+# approach 3's starting points (Chinchilla's grid, coarser), in the order of the fit's parameters: log A, α, log B,
+# β, log E
+GRID = np.array(np.meshgrid([0.0, 5.0, 15.0], [0.2, 0.5, 1.0], [0.0, 5.0, 15.0], [0.2, 0.5, 1.0], [0.0, 0.75, 1.5],
+                            indexing="ij")).reshape(5, -1).T
 
 
 @dataclass
@@ -49,8 +51,8 @@ class Point:
 
 
 def read_point(run_dir: Path, name: str) -> Point | None:
-    """The point of a completed run, None for a failed one; refused in one line when the run predates the
-    numbers a fit needs."""
+    """The point of a completed run, None for a failed one or one whose loss is not a number (it diverged); refused
+    in one line when the run predates the numbers a fit needs."""
     result = read_result(run_dir)
     if result.get("status") != "completed":
         return None
@@ -58,6 +60,8 @@ def read_point(run_dir: Path, name: str) -> Point | None:
     if missing:
         raise GptlabError(f"{run_dir}: its result.json has no {', '.join(missing)} (a run of an older gptlab, or "
                           f"not trained): train it again to fit it")
+    if not math.isfinite(float(result["val/loss"])):
+        return None
     budget = (result.get("config") or {}).get("train_flops")
     return Point(name, float(result["block_params"]), float(result["train_tokens"]),
                  float(result["flops_per_token"]) * float(result["train_tokens"]),
@@ -141,10 +145,12 @@ def optimal_size(fit: dict, flops: float, law: tuple[float, float], n_range: tup
 
 def isoflop_minima(points: list[Point]) -> list[dict]:
     """Per budget of three sizes or more: the vertex of the parabola of L in log N, {budget, flops (the runs'
-    geometric mean compute), n_opt, loss, bracketed (the vertex lies within the budget's sizes)}."""
+    geometric mean compute), runs, n_opt, loss, bracketed (the vertex lies within the budget's sizes), parabola (its
+    coefficients, highest power first)}. A run that trained other than its budget (a time budget ended it) is
+    left out of the profile; approach 3 still fits it, at its own N and D."""
     groups: dict[float, list[Point]] = {}
     for p in points:
-        if p.budget is not None:
+        if p.budget is not None and abs(p.c / p.budget - 1) <= ON_BUDGET:
             groups.setdefault(p.budget, []).append(p)
     minima = []
     for budget, group in sorted(groups.items()):
@@ -152,13 +158,13 @@ def isoflop_minima(points: list[Point]) -> list[dict]:
         if len(set(log_n)) < 3:
             continue
         c2, c1, c0 = np.polyfit(log_n, [p.loss for p in group], 2)
-        if c2 <= 0:  # no minimum: the loss only falls (or rises) with size at this budget
-            minima.append({"budget": budget, "flops": None, "n_opt": None, "loss": None, "bracketed": False})
-            continue
-        x = -c1 / (2 * c2)
-        minima.append({"budget": budget, "flops": math.exp(np.mean(np.log([p.c for p in group]))),
-                       "n_opt": math.exp(x), "loss": c0 - c1**2 / (4 * c2),
-                       "bracketed": bool(log_n.min() <= x <= log_n.max())})
+        row = {"budget": budget, "runs": len(group), "flops": math.exp(np.mean(np.log([p.c for p in group]))),
+               "n_opt": None,
+               "loss": None, "bracketed": False, "parabola": [c2, c1, c0]}
+        if c2 > 0:  # else no minimum: the loss only falls (or rises) with size at this budget
+            x = -c1 / (2 * c2)
+            row.update(n_opt=math.exp(x), loss=c0 - c1**2 / (4 * c2), bracketed=bool(log_n.min() <= x <= log_n.max()))
+        minima.append(row)
     return minima
 
 
@@ -182,10 +188,12 @@ def fit_all(points: list[Point], flops: float, starts=None) -> dict:
     n_opt = optimal_size(fit, flops, law, (n.min(), n.max()))
     minima = isoflop_minima(points)
     iso = isoflop_law(minima)
-    numbers = {**fit, "a": fit["beta"] / (fit["alpha"] + fit["beta"]), "n_opt": n_opt,
+    exponents = fit["alpha"] + fit["beta"]
+    numbers = {**fit, "a": fit["beta"] / exponents if exponents > 0 else None, "n_opt": n_opt,
                "d_opt": flops / (law[0] * n_opt ** law[1]) if n_opt else None,
                "loss_opt": float(predict(fit, n_opt, flops / (law[0] * n_opt ** law[1]))) if n_opt else None,
-               "isoflop_a": iso[1] if iso else None, "isoflop_n_opt": iso[0] * flops ** iso[1] if iso else None}
+               "isoflop_a": iso[1] if iso else None, "isoflop_g": iso[0] if iso else None,
+               "isoflop_n_opt": iso[0] * flops ** iso[1] if iso else None}
     return {"numbers": numbers, "minima": minima, "flops_law": law}
 
 
@@ -213,12 +221,12 @@ def _scaling_fit(points: list[Point], flops: float, bootstrap: int, seed: int) -
         if len({p.n for p in resample}) < 2 or len({p.d for p in resample}) < 2:
             continue
         for k, v in fit_all(resample, flops, starts)["numbers"].items():
-            if v is not None:
+            if v is not None and math.isfinite(v):  # (a resample may leave no bracketed minimum, for one)
                 samples[k].append(v)
     spread = {k: {"std": float(np.std(v, ddof=1)), "p5": float(np.percentile(v, 5)),
                   "p95": float(np.percentile(v, 95)), "resamples": len(v)}
               for k, v in samples.items() if len(v) > 1}
-    return {**full, "flops": flops, "runs": len(points), "bootstrap": spread}
+    return {**full, "flops": flops, "runs": len(points), "resamples": bootstrap, "bootstrap": spread}
 
 
 def held_out_check(fit: dict, run_dir) -> dict:
@@ -247,20 +255,22 @@ def _pm(report: dict, key: str, fmt: str) -> str:
     text = format(value, fmt)
     if spread:
         text += f" ± {spread['std']:{fmt}} [{spread['p5']:{fmt}}, {spread['p95']:{fmt}}]"
+        if spread["resamples"] < report["resamples"]:  # the others had no such number
+            text += f" (of the {spread['resamples']} resamples that had one)"
     return text
 
 
 def format_report(report: dict) -> str:
     """The fit as text: approach 3's law, approach 2's minima, the compute-optimal size and the held-out run."""
     n = report["numbers"]
-    lines = [f"scaling fit of {report['runs']} runs; ± bootstrap std [5 %, 95 %] over "
-             f"{max((s['resamples'] for s in report['bootstrap'].values()), default=0)} resamples of the runs",
+    lines = [f"scaling fit of {report['runs']} runs; ± bootstrap std [5 %, 95 %] over {report['resamples']} "
+             f"resamples of the runs",
              "approach 3, L(N, D) = E + A / N^alpha + B / D^beta (N: the blocks' parameters, D: training tokens, "
              "L: val loss in nats)",
              f"  E {_pm(report, 'E', '.3f')}   A {_pm(report, 'A', '.3g')}   alpha {_pm(report, 'alpha', '.3f')}   "
              f"B {_pm(report, 'B', '.3g')}   beta {_pm(report, 'beta', '.3f')}",
              f"  N_opt ∝ C^a, a = beta / (alpha + beta) = {_pm(report, 'a', '.3f')}",
-             "approach 2, IsoFLOP parabolas (L against log N at each budget):"]
+             f"approach 2, IsoFLOP parabolas (L against log N at each budget; runs within {ON_BUDGET:.0%} of it):"]
     for m in report["minima"]:
         if m["n_opt"] is None:
             lines.append(f"  train_flops={m['budget']:.3g}: no minimum (the loss does not turn with size)")
@@ -301,13 +311,13 @@ def scaling_figure(points: list[Point], report: dict):
         colour = f"C{i % 10}"
         left.plot([p.n for p in group], [p.loss for p in group], "o", color=colour, label=f"{budget:.3g} FLOPs")
         xs = np.geomspace(min(p.n for p in group) / 1.5, max(p.n for p in group) * 1.5, 100)
-        c = math.exp(np.mean(np.log([p.c for p in group])))
+        c = budget  # approach 3's profile at the budget
         left.plot(xs, predict(n_fit, xs, c / (law[0] * xs ** law[1])), "--", color=colour, lw=1)
-        m = next((m for m in report["minima"] if m["budget"] == budget and m["n_opt"]), None)
+        m = next((m for m in report["minima"] if m["budget"] == budget), None)
         if m:
-            coeffs = np.polyfit(np.log([p.n for p in group]), [p.loss for p in group], 2)
-            left.plot(xs, np.polyval(coeffs, np.log(xs)), "-", color=colour, lw=1, alpha=0.6)
-            left.plot([m["n_opt"]], [m["loss"]], "*", color=colour, ms=12, mec="black")
+            left.plot(xs, np.polyval(m["parabola"], np.log(xs)), "-", color=colour, lw=1, alpha=0.6)
+            if m["n_opt"]:
+                left.plot([m["n_opt"]], [m["loss"]], "*", color=colour, ms=12, mec="black")
     left.set(xscale="log", xlabel="N (the blocks' parameters)", ylabel="final val loss (nats/token)",
              title="IsoFLOP profiles: parabolas (solid, ★ minima), approach 3 (dashed)")
     left.legend(fontsize=9)
@@ -317,12 +327,12 @@ def scaling_figure(points: list[Point], report: dict):
     lo = min([p.c for p in points] + [report["flops"]]) / 2
     cs = np.geomspace(lo, max([p.c for p in points] + [report["flops"]]) * 2, 30)
     if n_fit["isoflop_a"] is not None:
-        g = n_fit["isoflop_n_opt"] / report["flops"] ** n_fit["isoflop_a"]
-        right.plot(cs, g * cs ** n_fit["isoflop_a"], "-", color="C1", label=f"approach 2: a = {n_fit['isoflop_a']:.2f}")
+        right.plot(cs, n_fit["isoflop_g"] * cs ** n_fit["isoflop_a"], "-", color="C1",
+                   label=f"approach 2: a = {n_fit['isoflop_a']:.2f}")
     curve = [(c, optimal_size(n_fit, c, law, (min(p.n for p in points), max(p.n for p in points)))) for c in cs]
     curve = [(c, n) for c, n in curve if n]
     if curve:
-        right.plot(*zip(*curve, strict=True), "--", color="C0", label=f"approach 3: a ≈ {n_fit['a']:.2f} at scale")
+        right.plot(*zip(*curve, strict=True), "--", color="C0", label="approach 3")
     for label, key in (("approach 3", "n_opt"), ("approach 2", "isoflop_n_opt")):
         if n_fit[key]:
             right.plot([report["flops"]], [n_fit[key]], "o", ms=9, mfc="none", color="black")
