@@ -137,7 +137,7 @@ def test_the_command_refuses_what_it_cannot_fit_in_one_line(tmp_path):
 
 
 def test_the_isoflop_preset_sweeps_widths_and_budgets_without_a_time_budget():
-    assert dict(sweeper_config("+sweep=scaling").params) == {"model.n_embd": "16,32,64,128,256",
+    assert dict(sweeper_config("+sweep=scaling").params) == {"model.n_embd": "8,16,32,64,128,256",
                                                             "train_flops": "2e11,6e11,2e12"}
 
 

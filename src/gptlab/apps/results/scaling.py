@@ -274,9 +274,11 @@ def format_report(report: dict) -> str:
     for m in report["minima"]:
         if m["n_opt"] is None:
             lines.append(f"  train_flops={m['budget']:.3g}: no minimum (the loss does not turn with size)")
+        elif not m["bracketed"]:
+            lines.append(f"  train_flops={m['budget']:.3g}: the parabola's vertex (N {m['n_opt']:.3g}) lies outside "
+                         f"this budget's sizes: left out of the line")
         else:
-            edge = "" if m["bracketed"] else "  (outside this budget's sizes: left out of the line)"
-            lines.append(f"  train_flops={m['budget']:.3g}: N_opt {m['n_opt']:,.0f}, val loss {m['loss']:.3f}{edge}")
+            lines.append(f"  train_flops={m['budget']:.3g}: N_opt {m['n_opt']:,.0f}, val loss {m['loss']:.3f}")
     lines.append(f"  N_opt ∝ C^a, a = {_pm(report, 'isoflop_a', '.3f')}" if n["isoflop_a"] is not None else
                  "  no exponent: fewer than two budgets whose sizes bracket their minimum")
     k, p = report["flops_law"]
@@ -316,10 +318,11 @@ def scaling_figure(points: list[Point], report: dict):
         m = next((m for m in report["minima"] if m["budget"] == budget), None)
         if m:
             left.plot(xs, np.polyval(m["parabola"], np.log(xs)), "-", color=colour, lw=1, alpha=0.6)
-            if m["n_opt"]:
-                left.plot([m["n_opt"]], [m["loss"]], "*", color=colour, ms=12, mec="black")
+            if m["n_opt"]:  # hollow: outside the budget's sizes, left out of approach 2's line
+                left.plot([m["n_opt"]], [m["loss"]], "*", color=colour, ms=12, mec="black",
+                          mfc=colour if m["bracketed"] else "none")
     left.set(xscale="log", xlabel="N (the blocks' parameters)", ylabel="final val loss (nats/token)",
-             title="IsoFLOP profiles: parabolas (solid, ★ minima), approach 3 (dashed)")
+             title="IsoFLOP profiles: parabolas (solid, ★ minima; hollow: outside the sizes), approach 3 (dashed)")
     left.legend(fontsize=9)
     kept = [m for m in report["minima"] if m["bracketed"]]
     right.plot([m["flops"] for m in kept], [m["n_opt"] for m in kept], "*", ms=12, color="C1",
