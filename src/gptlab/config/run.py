@@ -27,6 +27,7 @@ from gptlab.errors import GptlabError
 
 SIZE = dict(ge=1, le=COUNT_MAX)
 SEED = dict(ge=0, le=2**32 - 1)
+FigureFormat = Literal["png", "pdf", "svg"]  # what the figure commands (plot, scaling) can write
 
 
 @dataclass(kw_only=True)
@@ -135,7 +136,7 @@ class ExportConfig:
 class PlotConfig:
     dir: str = key(help="a run directory (outputs/runs/<name>/<time>) or a multirun's (outputs/multiruns/<time>)")
     out: str = key("${dir}/plots", "the folder the figures are written into")
-    format: Literal["png", "pdf", "svg"] = key("png", "the figures' file format (pdf and svg: vector, for a paper)")
+    format: FigureFormat = key("png", "the figures' file format (pdf and svg: vector, for a paper)")
     dpi: int = key(150, "dots per inch of a PNG", ge=50, le=1200)
 
 
@@ -154,7 +155,7 @@ class ScalingConfig:
     bootstrap: int = key(200, "resamples of the runs for the fitted numbers' spread; 0: none", ge=0, le=100_000)
     seed: int = key(0, "seeds the resampling", **SEED)
     out: str = key("${dir}/plots", "the folder the figure (scaling.<format>) is written into")
-    format: Literal["png", "pdf", "svg"] = key("png", "the figure's file format")
+    format: FigureFormat = key("png", "the figure's file format (pdf and svg: vector, for a paper)")
 
 
 # --- rules between groups
